@@ -1,0 +1,46 @@
+"""`drorch expire`."""
+
+from __future__ import annotations
+
+import click
+
+from drorch.cli.common import json_option, load, policy_option, source_option
+from drorch.cli.render import emit_json, human_bytes, say, table
+from drorch.engine.expire import run_expire
+from drorch.factory import open_repository, retention_rules, source_policy
+
+
+@click.command("expire")
+@policy_option
+@source_option
+@click.option("--dry-run", is_flag=True, help="say what would be removed and why; remove nothing")
+@json_option
+def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> None:
+    """Apply retention: remove expired backups and leftovers of runs that never committed."""
+    policy = load(policy_path)
+    names = [source] if source else sorted(policy.sources)
+    results = []
+    for name in names:
+        model = source_policy(policy, name)
+        repo = open_repository(policy, model.repository)
+        results.append(run_expire(repo, name, retention_rules(policy, name), dry_run=dry_run))
+    if as_json:
+        emit_json([{"source": r.source, "dry_run": r.dry_run, "expired": r.expired,
+                    "leftovers": r.leftovers, "freed_bytes": r.freed_bytes,
+                    "decisions": [{"label": d.label, "keep": d.keep, "reasons": d.reasons}
+                                  for d in r.decisions]} for r in results])
+        return
+    for r in results:
+        verb = "would remove" if dry_run else "removed"
+        say(f"{r.source}: {verb} {len(r.expired)} backup(s) and {len(r.leftovers)} unfinished run(s), "
+            f"{human_bytes(r.freed_bytes)}")
+        if r.decisions:
+            table(["LABEL", "DECISION", "WHY"],
+                  [[d.label, "keep" if d.keep else ("expire" if dry_run else "expired"), "; ".join(d.reasons)]
+                   for d in r.decisions])
+        for label in r.leftovers:
+            say(f"  {'would remove' if dry_run else 'removed'} leftovers of unfinished run {label}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(expire)

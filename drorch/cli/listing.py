@@ -1,0 +1,75 @@
+"""`drorch list`."""
+
+from __future__ import annotations
+
+import click
+
+from drorch.cli.common import json_option, load, policy_option, repository_option, source_option
+from drorch.cli.render import emit_json, human_bytes, table
+from drorch.factory import open_repository, repository_name, source_policy
+from drorch.repo.catalog import Catalog
+from drorch.repo.locks import SourceLock
+
+
+def backup_row(manifest, source: str) -> dict:
+    stats = manifest.stats
+    return {"label": manifest.label, "source": source, "type": manifest.type,
+            "parent": manifest.parent, "status": "ok", "started": manifest.started,
+            "finished": manifest.finished, "files": stats.get("files"),
+            "size_bytes": stats.get("size_bytes"), "stored_bytes": stats.get("stored_bytes"),
+            "pinned": manifest.pinned, "verification": manifest.verification}
+
+
+def run_row(run, source: str) -> dict:
+    data = run.data
+    return {"label": run.label, "source": source, "type": data.get("type"),
+            "parent": data.get("parent"), "status": run.status, "started": data.get("started"),
+            "finished": data.get("failed"), "files": None, "size_bytes": None, "stored_bytes": None,
+            "pinned": False, "verification": None, "phase": data.get("phase"),
+            "error": data.get("error")}
+
+
+def collect(policy, source: str | None, repository: str | None, show_all: bool) -> list[dict]:
+    if source:
+        source_policy(policy, source)
+    names = [source] if source else None
+    rows: list[dict] = []
+    repos = [repository_name(policy, source, repository)] if (source or repository) else \
+        sorted({s.repository for s in policy.sources.values()} or policy.repositories)
+    for repo_name in repos:
+        repo = open_repository(policy, repo_name)
+        catalog = Catalog(repo)
+        for name in names or catalog.sources():
+            rows += [backup_row(m, name) for m in catalog.backups(name)]
+            if show_all:
+                lock = SourceLock(repo, name, "list").read()
+                rows += [run_row(r, name) for r in catalog.runs(name, lock)]
+    rows.sort(key=lambda r: (r["source"], r["label"]))
+    return rows
+
+
+@click.command("list")
+@policy_option
+@source_option
+@repository_option
+@click.option("--all", "show_all", is_flag=True, help="also runs that did not commit (failed, incomplete)")
+@json_option
+def list_cmd(policy_path, source: str | None, repository: str | None, show_all: bool, as_json: bool) -> None:
+    """List backups (committed ones; --all adds failed and incomplete runs)."""
+    policy = load(policy_path)
+    rows = collect(policy, source, repository, show_all)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no backups")
+        return
+    table(["SOURCE", "LABEL", "TYPE", "STATUS", "PARENT", "FINISHED", "FILES", "SIZE", "STORED"],
+          [[r["source"], r["label"] + (" (pinned)" if r["pinned"] else ""), r["type"],
+            r["status"] + (f" in {r['phase']}: {r['error']}" if r.get("error") else ""),
+            r["parent"] or "-", r["finished"] or "-", r["files"], human_bytes(r["size_bytes"]),
+            human_bytes(r["stored_bytes"])] for r in rows])
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(list_cmd)

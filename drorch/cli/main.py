@@ -1,0 +1,33 @@
+"""`drorch`: the command line.  One module per verb; nothing imports cli."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from drorch import __version__
+from drorch.cli import backup, expire, listing, pin, policy_cmd, repo_cmd, restore, show
+from drorch.cli.render import run_main, setup_logging
+
+EPILOG = """Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad policy."""
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="drorch")
+@click.option("-v", "--verbose", count=True, help="more log output (-vv for debug)")
+def cli(verbose: int) -> None:
+    """Backups of files and databases, verified restores, failover runbooks."""
+    setup_logging(verbose)
+
+
+for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin):
+    module.register(cli)
+
+
+def main() -> None:
+    sys.exit(run_main(cli))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""`drorch policy check|schema`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from drorch.cli.common import json_option, load, policy_option
+from drorch.cli.render import emit_json, say
+from drorch.policy.models import PolicyDocument
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Check policies, print their JSON Schema."""
+
+
+@policy_group.command("check")
+@click.argument("path", required=False, type=click.Path())
+@policy_option
+@json_option
+def check(path: str | None, policy_path, as_json: bool) -> None:
+    """Validate a policy file or directory; every problem as FILE:LINE:COL: key: message (exit 2)."""
+    policy = load(path or policy_path)
+    summary = {"ok": True, "files": [str(f) for f in policy.files],
+               "repositories": sorted(policy.repositories), "sources": sorted(policy.sources)}
+    if as_json:
+        emit_json(summary)
+        return
+    say(f"policy OK: {len(policy.files)} file(s), {len(policy.repositories)} repositories, "
+        f"{len(policy.sources)} sources")
+    for name, source in sorted(policy.sources.items()):
+        say(f"  source {name}: {source.kind} on {source.host} -> repository {source.repository}")
+
+
+@policy_group.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of a policy file (for editors)."""
+    document = PolicyDocument.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "drorch policy"
+    click.echo(json.dumps(document, indent=2))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(policy_group)

@@ -1,0 +1,181 @@
+"""One backup of one source: lock, plan, copy, commit (FORMAT.md, write order)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from drorch import __version__
+from drorch.engine.packer import Packer
+from drorch.engine.pipeline import Pipeline
+from drorch.engine.progress import Progress
+from drorch.errors import DrorchError
+from drorch.fsmeta import DIR, HARDLINK, Entry
+from drorch.repo import layout
+from drorch.repo.catalog import Catalog
+from drorch.repo.locks import SourceLock
+from drorch.repo.manifest import Manifest, read_entries, write_entries, write_manifest
+from drorch.repo.repository import Repository
+from drorch.sources.base import Source
+from drorch.timefmt import iso, utcnow
+
+log = logging.getLogger(__name__)
+TYPES = ("full", "diff", "incr")
+
+
+@dataclass
+class BackupResult:
+    source: str
+    label: str
+    type: str
+    requested_type: str
+    parent: str | None
+    why: str  # why it ran as this type
+    started: str
+    finished: str
+    stats: dict
+    warnings: list[str] = field(default_factory=list)
+    repo_created: bool = False
+
+
+def choose_parent(backups: list[Manifest], requested: str) -> tuple[str, Manifest | None, str]:
+    """(type to run, parent, why) for a requested type, per FORMAT.md's chain rules."""
+    if requested == "full":
+        return "full", None, "full requested"
+    fulls = [m for m in backups if m.type == "full"]
+    if not fulls:
+        return "full", None, f"{requested} requested, but there is no full backup to build on: ran a full"
+    if requested == "diff":
+        return "diff", fulls[-1], f"diff requested: changes since full {fulls[-1].label}"
+    return "incr", backups[-1], f"incr requested: changes since {backups[-1].type} {backups[-1].label}"
+
+
+def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bool = False,
+               progress: Progress | None = None, lock_wait: float = 0.0,
+               workers: int | None = None) -> BackupResult:
+    if requested not in TYPES:
+        raise DrorchError(f"unknown backup type {requested!r}", "use full, diff or incr", exit_code=2)
+    progress = progress or Progress()
+    progress.phase = "lock"
+    lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
+    try:
+        return _Backup(repo, source, requested, checksum, progress, lock, workers).run()
+    finally:
+        lock.release()
+
+
+class _Backup:
+    def __init__(self, repo, source, requested, checksum, progress, lock, workers):
+        self.repo, self.source, self.requested = repo, source, requested
+        self.checksum, self.progress, self.lock, self.workers = checksum, progress, lock, workers
+        self.warnings: list[str] = []
+        self.phase = "plan"
+
+    def warn(self, message: str) -> None:
+        log.warning("%s: %s", self.source.name, message)
+        self.warnings.append(message)
+
+    def run(self) -> BackupResult:
+        catalog = Catalog(self.repo)
+        backups = catalog.backups(self.source.name)
+        btype, parent, why = choose_parent(backups, self.requested)
+        taken = [m.label for m in backups] + [r.label for r in catalog.runs(self.source.name)]
+        time.sleep(layout.label_wait(utcnow(), taken))
+        started = utcnow()
+        self.label = layout.new_label(started, btype, taken)
+        self.run_record = {"status": "running", "type": btype, "requested_type": self.requested,
+                           "parent": parent.label if parent else None, "started": iso(started),
+                           "host": socket.gethostname(), "pid": os.getpid(),
+                           "lock_token": self.lock.token, "phase": "begin"}
+        self.repo.put_json(layout.run_key(self.source.name, self.label), self.run_record)
+        log.info("%s: backup %s started (%s)", self.source.name, self.label, why)
+        try:
+            manifest = self._copy_and_commit(btype, parent, why, started)
+        except BaseException as exc:
+            self._record_failure(exc)
+            raise
+        try:
+            self.repo.storage.delete(layout.run_key(self.source.name, self.label))
+        except DrorchError as exc:  # committed already; a stale run record is harmless
+            log.warning("could not remove the run record of %s: %s", self.label, exc)
+        return BackupResult(self.source.name, self.label, btype, self.requested,
+                            parent.label if parent else None, why, manifest["started"],
+                            manifest["finished"], manifest["stats"], self.warnings,
+                            repo_created=self.repo.created)
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = self.progress.phase = phase
+
+    def _copy_and_commit(self, btype: str, parent: Manifest | None, why: str, started) -> dict:
+        self._set_phase("begin")
+        begin_facts = self.source.begin(self.warn)
+        try:
+            reference = {e.path: e for e in read_entries(self.repo, parent)} if parent else {}
+            self._set_phase("copy")
+            packer = Packer(self.repo, self.source.name, self.label)
+            pipeline = Pipeline(self.repo, self.source, self.label, packer, self.progress,
+                                checksum_all=self.checksum, workers=self.workers)
+            entries: list[Entry] = []
+            try:
+                for entry in self.source.scan(self.warn):
+                    self.progress.plan(files=1, nbytes=entry.size)
+                    entries.append(entry)
+                    pipeline.add(entry, reference.get(entry.path))
+                stats = pipeline.drain()
+            except BaseException:
+                pipeline.abort()
+                raise
+            self._set_phase("end")
+            end = self.source.end(self.warn)
+        except BaseException:
+            self.source.abort()
+            raise
+        for entry, data in end.extra_files:
+            pipeline.add_generated(entry, data)
+            entries.append(entry)
+        packer.flush()
+        self.warnings += stats.warnings
+        entries = _drop_vanished(entries)
+        self._set_phase("commit")
+        entries_ref = write_entries(self.repo, self.source.name, self.label, entries)
+        files = sum(1 for e in entries if e.type != DIR)
+        manifest = {
+            "label": self.label, "source": self.source.name, "kind": self.source.kind,
+            "type": btype, "requested_type": self.requested, "why": why,
+            "parent": parent.label if parent else None,
+            "chain": (parent.chain + [parent.label]) if parent else [],
+            "started": iso(started), "finished": iso(utcnow()),
+            "host": socket.gethostname(), "drorch_version": __version__,
+            "entries": entries_ref, "packs": packer.packs,
+            "stats": {"files": files, "dirs": len(entries) - files,
+                      "size_bytes": sum(e.size for e in entries if e.type == "file"),
+                      "stored_bytes": packer.stored_bytes + entries_ref["size"],
+                      "read_bytes": stats.read_bytes, "new_files": stats.new_files,
+                      "changed_files": stats.changed_files, "unchanged_files": stats.unchanged_files,
+                      "torn_files": stats.torn_files},
+            "source_facts": {**begin_facts, **end.facts},
+            "warnings": self.warnings,
+        }
+        write_manifest(self.repo, manifest)
+        log.info("%s: backup %s committed: %d files, %d bytes stored", self.source.name, self.label,
+                 files, manifest["stats"]["stored_bytes"])
+        return manifest
+
+    def _record_failure(self, exc: BaseException) -> None:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        record = {**self.run_record, "status": "failed", "phase": self.phase, "error": message,
+                  "failed": iso(utcnow())}
+        try:
+            self.repo.put_json(layout.run_key(self.source.name, self.label), record)
+        except Exception as write_exc:  # noqa: BLE001 - the original error matters more
+            log.error("could not record the failure of %s: %s", self.label, write_exc)
+
+
+def _drop_vanished(entries: list[Entry]) -> list[Entry]:
+    gone = {e.path for e in entries if e.flags and "vanished" in e.flags}
+    if not gone:
+        return entries
+    return [e for e in entries if e.path not in gone and not (e.type == HARDLINK and e.target in gone)]

@@ -1,0 +1,93 @@
+"""Expire: apply retention to one source and remove leftovers of runs that never committed.
+
+Runs under the source's lock, so a backup in progress is never touched.
+Manifests go before the data they reference (an interrupted expire leaves
+unreferenced data, never a listed backup with missing data).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from drorch.engine.retention import BackupRef, Decision, Rules, decide
+from drorch.errors import RepositoryError
+from drorch.repo import layout
+from drorch.repo.catalog import Catalog
+from drorch.repo.locks import SourceLock
+from drorch.repo.repository import Repository
+from drorch.timefmt import parse_iso, utcnow
+
+log = logging.getLogger(__name__)
+FAILED_RECORD_KEEP = timedelta(days=30)  # failed-run records stay this long, for reports
+
+
+@dataclass
+class ExpireResult:
+    source: str
+    dry_run: bool
+    decisions: list[Decision] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # labels of runs that never committed
+    freed_bytes: int = 0
+
+
+def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = False,
+               now: datetime | None = None, lock_wait: float = 0.0) -> ExpireResult:
+    now = now or utcnow()
+    with SourceLock(repo, source, "expire").acquire(wait=lock_wait):
+        catalog = Catalog(repo)
+        backups = catalog.backups(source)
+        refs = [BackupRef(m.label, m.type, m.parent, parse_iso(m.finished), m.pinned) for m in backups]
+        decisions = decide(refs, rules, now)
+        result = ExpireResult(source, dry_run, decisions=list(decisions.values()))
+        kept = {label for label, d in decisions.items() if d.keep}
+        for manifest in backups:  # never delete what a kept backup references
+            if manifest.label in kept and not set(manifest.chain) <= kept:
+                raise RepositoryError(f"{source}: retention would drop part of the chain of "
+                                      f"{manifest.label}; nothing was expired", "report this bug")
+        result.expired = [m.label for m in backups if m.label not in kept]
+        committed = {m.label for m in backups}
+        data_labels = _data_labels(repo, source)
+        result.leftovers = sorted(data_labels - committed)
+        result.freed_bytes = sum(_size(repo, source, label) for label in result.expired + result.leftovers)
+        if dry_run:
+            return result
+        for label in result.expired:
+            repo.storage.delete(layout.manifest_key(source, label))  # uncommit first
+            repo.storage.delete(layout.pin_key(source, label))
+            _delete_data(repo, source, label)
+            log.info("%s: expired backup %s (%s)", source, label, "; ".join(decisions[label].reasons))
+        for label in result.leftovers:
+            _delete_data(repo, source, label)
+            log.info("%s: removed the leftovers of run %s, which never committed", source, label)
+        _prune_run_records(repo, source, committed - set(result.expired), now)
+        return result
+
+
+def _data_labels(repo: Repository, source: str) -> set[str]:
+    prefix = f"data/{source}/"
+    return {info.key[len(prefix):].split("/", 1)[0] for info in repo.storage.list(prefix)}
+
+
+def _size(repo: Repository, source: str, label: str) -> int:
+    return sum(info.size for info in repo.storage.list(layout.data_prefix(source, label)))
+
+
+def _delete_data(repo: Repository, source: str, label: str) -> None:
+    for info in list(repo.storage.list(layout.data_prefix(source, label))):
+        repo.storage.delete(info.key)
+
+
+def _prune_run_records(repo: Repository, source: str, committed: set[str], now: datetime) -> None:
+    """Incomplete runs' records go; failed runs' records stay a while (history for reports)."""
+    for info in list(repo.storage.list(layout.runs_prefix(source))):
+        label = layout.split_key(info.key)[1]
+        if label in committed:
+            repo.storage.delete(info.key)  # a stale record of a committed backup
+            continue
+        record = repo.get_json(info.key)
+        old = now - datetime.fromtimestamp(info.mtime, now.tzinfo) > FAILED_RECORD_KEEP
+        if record.get("status") != "failed" or old:
+            repo.storage.delete(info.key)

@@ -1,0 +1,58 @@
+"""Append blobs to pack objects and write each pack when it is full.
+
+Thread-safe: workers append under a lock; the worker that fills a pack
+writes it outside the lock, so packs are written in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from drorch.repo import layout
+from drorch.repo.repository import Repository
+
+
+class Packer:
+    def __init__(self, repo: Repository, source: str, label: str):
+        self.repo = repo
+        self.source = source
+        self.label = label
+        self.target = repo.pack_size
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self._blobs = 0
+        self._number = 0
+        self.packs: list[dict] = []
+        self.stored_bytes = 0
+
+    def add(self, blob: bytes) -> tuple[int, int]:
+        """Append one blob; returns (pack number, offset)."""
+        sealed = None
+        with self._lock:
+            number, offset = self._number, len(self._buf)
+            self._buf += blob
+            self._blobs += 1
+            if len(self._buf) >= self.target:
+                sealed = self._seal()
+        if sealed:
+            self._write(*sealed)
+        return number, offset
+
+    def _seal(self) -> tuple[int, bytearray, int]:
+        sealed = (self._number, self._buf, self._blobs)
+        self._number += 1
+        self._buf, self._blobs = bytearray(), 0
+        return sealed
+
+    def _write(self, number: int, data: bytearray, blobs: int) -> None:
+        self.repo.storage.put(layout.pack_key(self.source, self.label, number), data)
+        with self._lock:
+            self.packs.append({"n": number, "size": len(data), "blobs": blobs})
+            self.stored_bytes += len(data)
+
+    def flush(self) -> None:
+        with self._lock:
+            sealed = self._seal() if self._buf else None
+        if sealed:
+            self._write(*sealed)
+        self.packs.sort(key=lambda p: p["n"])

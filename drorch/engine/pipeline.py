@@ -1,0 +1,307 @@
+"""The backup data path: read -> hash -> compress -> pack -> write, in threads.
+
+The main thread walks the source and submits work in the walk's order; a
+bounded number of tasks is in flight at once, so memory does not grow with
+the size of the data.  Small files go in batches, large files as blocks
+(each block hashed, compared with the parent's block at the same index, and
+stored only when it differs).  Worker errors stop the pipeline and are
+raised to the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from drorch.engine.packer import Packer
+from drorch.engine.progress import Progress
+from drorch.fsmeta import FILE, Entry
+from drorch.repo.repository import Repository
+from drorch.sources.base import Source
+
+log = logging.getLogger(__name__)
+BATCH_BYTES = 1 << 20
+BATCH_FILES = 128
+TORN_RETRIES = 2
+
+
+@dataclass
+class PipelineStats:
+    read_bytes: int = 0
+    new_files: int = 0
+    changed_files: int = 0
+    unchanged_files: int = 0
+    torn_files: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def checksum_of(blocks: list, bs: int) -> str:
+    """The entry checksum (FORMAT.md): the block's own for one-block files,
+    the SHA-256 of the block digests otherwise."""
+    if bs == 0:
+        return blocks[0][5] if blocks else hashlib.sha256(b"").hexdigest()
+    return hashlib.sha256(b"".join(bytes.fromhex(b[5]) for b in blocks)).hexdigest()
+
+
+class _LargeFile:
+    __slots__ = ("entry", "ref", "remaining", "lock")
+
+    def __init__(self, entry: Entry, ref: Entry | None, blocks: int):
+        self.entry, self.ref, self.remaining = entry, ref, blocks
+        self.lock = threading.Lock()
+
+
+class Pipeline:
+    def __init__(self, repo: Repository, source: Source, label: str, packer: Packer,
+                 progress: Progress, *, checksum_all: bool = False, workers: int | None = None):
+        self.repo, self.source, self.label, self.packer = repo, source, label, packer
+        self.progress = progress
+        self.checksum_all = checksum_all
+        self.block_size = repo.block_size
+        self.stats = PipelineStats()
+        self._stats_lock = threading.Lock()
+        workers = workers or max(2, os.cpu_count() or 2)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="drorch-store")
+        self._slots = threading.BoundedSemaphore(workers * 3)
+        self._batch: list[tuple[Entry, Entry | None]] = []
+        self._batch_bytes = 0
+        self._error: BaseException | None = None
+
+    # -- submitting (main thread) --------------------------------------------------
+
+    def add(self, entry: Entry, ref: Entry | None) -> None:
+        """Schedule one scanned entry; ref is the parent backup's entry of that path."""
+        self._raise_if_failed()
+        if entry.type != FILE:
+            return
+        usable_ref = ref if ref is not None and ref.type == FILE and ref.checksum else None
+        if usable_ref and not self.checksum_all and entry.same_stat(usable_ref):
+            entry.checksum, entry.bs, entry.blocks = ref.checksum, ref.bs, list(ref.blocks)
+            self._count("unchanged_files")
+            self.progress.add(files=1, nbytes=entry.size)
+            return
+        self._count("changed_files" if usable_ref else "new_files")
+        if entry.size <= self.block_size:
+            self._batch.append((entry, usable_ref))
+            self._batch_bytes += entry.size
+            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_FILES:
+                self._submit_batch()
+            return
+        count = -(-entry.size // self.block_size)
+        entry.bs, entry.blocks = self.block_size, [None] * count
+        state = _LargeFile(entry, usable_ref, count)
+        for index in range(count):
+            self._submit(self._store_block, state, index)
+
+    def add_generated(self, entry: Entry, data: bytes) -> None:
+        """Store bytes the source produced (not read from the host)."""
+        entry.size = len(data)
+        entry.bs, entry.blocks = 0, [self._store(data, None, 0)] if data else []
+        entry.checksum = checksum_of(entry.blocks, 0)
+        self.progress.add(files=1, nbytes=len(data))
+
+    def drain(self) -> PipelineStats:
+        """Wait for every submitted read; the packer stays open for add_generated()."""
+        try:
+            if self._batch:
+                self._submit_batch()
+        finally:
+            self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+        return self.stats
+
+    def abort(self) -> None:
+        self._error = self._error or RuntimeError("aborted")
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit_batch(self) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._submit(self._store_batch, batch)
+
+    def _submit(self, fn, *args) -> None:
+        self._slots.acquire()
+        self._raise_if_failed()
+        future = self._pool.submit(self._guard, fn, *args)
+        future.add_done_callback(lambda _: self._slots.release())
+
+    def _guard(self, fn, *args) -> None:
+        if self._error is not None:
+            return
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            if self._error is None:
+                self._error = exc
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # -- work (worker threads) ------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + n)
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        with self._stats_lock:
+            self.stats.warnings.append(message)
+
+    def _store(self, data: bytes, ref_block: tuple | None, index: int, sha: str | None = None) -> tuple:
+        """One block: reuse the parent's when identical, else encode and pack it."""
+        sha = sha or hashlib.sha256(data).hexdigest()
+        if ref_block is not None and ref_block[5] == sha and ref_block[4] == len(data):
+            return tuple(ref_block)
+        blob = self.repo.codec.encode(data)
+        pack, offset = self.packer.add(blob)
+        return (self.label, pack, offset, len(blob), len(data), sha)
+
+    def _store_batch(self, batch: list[tuple[Entry, Entry | None]]) -> None:
+        for entry, ref in batch:
+            try:
+                self._store_whole(entry, ref)
+            except FileNotFoundError:
+                self._vanished(entry)
+            except PermissionError as exc:
+                self._unreadable(entry, exc)
+
+    def _store_whole(self, entry: Entry, ref: Entry | None) -> None:
+        data = self._read_consistent(entry)
+        if data is None:
+            return
+        if len(data) > self.block_size:  # grew since the walk: store it in blocks
+            self._store_streamed(entry, ref)
+            return
+        ref_block = ref.blocks[0] if ref is not None and ref.bs == 0 and ref.blocks else None
+        entry.bs = 0
+        entry.blocks = [self._store(data, ref_block, 0)] if data else []
+        entry.checksum = checksum_of(entry.blocks, 0)
+        self.progress.add(files=1, nbytes=len(data))
+
+    def _read_consistent(self, entry: Entry) -> bytes | None:
+        """Read a small file (at most one block and a byte, so a file that grew
+        cannot fill memory); re-read it if it changed meanwhile, and flag it
+        torn if it keeps changing."""
+        for attempt in range(TORN_RETRIES + 1):
+            data = self.source.read(entry, 0, self.block_size + 1)
+            self._count("read_bytes", len(data))
+            if not self.source.detect_torn or len(data) > self.block_size:
+                entry.size = len(data)
+                return data
+            now = self.source.restat(entry)
+            if now is None:
+                self._vanished(entry)
+                return None
+            if now.same_stat(entry) and len(data) == entry.size:
+                return data
+            _take_stat(entry, now)
+            if attempt == TORN_RETRIES:
+                self._torn(entry)
+                entry.size = len(data)
+                return data
+        raise AssertionError("unreachable")
+
+    def _store_streamed(self, entry: Entry, ref: Entry | None) -> None:
+        """Read a file block by block in this thread, until a read is not torn."""
+        bs = self.block_size
+        for attempt in range(TORN_RETRIES + 1):
+            now = self.source.restat(entry)
+            if now is None:
+                self._vanished(entry)
+                return
+            _take_stat(entry, now)
+            blocks, offset = [], 0
+            while offset < entry.size:
+                try:
+                    data = self.source.read(entry, offset, min(bs, entry.size - offset))
+                except FileNotFoundError:
+                    self._vanished(entry)
+                    return
+                if not data:
+                    break
+                self._count("read_bytes", len(data))
+                blocks.append(self._store(data, _ref_block(ref, bs, len(blocks)), len(blocks)))
+                offset += len(data)
+            after = self.source.restat(entry)
+            if not self.source.detect_torn or (
+                    after is not None and after.same_stat(entry) and offset == entry.size):
+                break
+            if attempt == TORN_RETRIES:
+                self._torn(entry)
+                break
+        entry.bs, entry.blocks, entry.size = bs, blocks, offset
+        entry.checksum = checksum_of(blocks, bs)
+        self.progress.add(files=1)
+
+    def _store_block(self, state: _LargeFile, index: int) -> None:
+        entry = state.entry
+        offset = index * entry.bs
+        try:
+            data = self.source.read(entry, offset, min(entry.bs, entry.size - offset))
+        except FileNotFoundError:
+            data = None
+        except PermissionError as exc:
+            data = None
+            if not entry.flags:
+                self._unreadable(entry, exc)
+        if data is not None:
+            self._count("read_bytes", len(data))
+            entry.blocks[index] = self._store(data, _ref_block(state.ref, entry.bs, index), index)
+            self.progress.add(nbytes=len(data))
+        with state.lock:
+            state.remaining -= 1
+            last = state.remaining == 0
+        if last:
+            self._finish_large(state)
+
+    def _finish_large(self, state: _LargeFile) -> None:
+        entry = state.entry
+        if entry.flags:  # unreadable
+            return
+        complete = None not in entry.blocks and all(
+            b[4] == min(entry.bs, entry.size - i * entry.bs) for i, b in enumerate(entry.blocks))
+        if self.source.detect_torn:
+            now = self.source.restat(entry)
+            if now is None:
+                self._vanished(entry)
+                return
+            if not complete or not now.same_stat(entry):
+                self._store_streamed(entry, state.ref)  # rare: changed while read
+                return
+        elif None in entry.blocks:
+            self._vanished(entry)
+            return
+        entry.size = sum(block[4] for block in entry.blocks)
+        entry.checksum = checksum_of(entry.blocks, entry.bs)
+        self.progress.add(files=1)
+
+    def _vanished(self, entry: Entry) -> None:
+        entry.flags = ["vanished"]
+        self._warn(f"skipped /{entry.path}: removed during the backup")
+
+    def _unreadable(self, entry: Entry, exc: OSError) -> None:
+        entry.flags = ["vanished"]
+        self._warn(f"skipped /{entry.path}: cannot read it ({exc.strerror}); run the backup as a "
+                   "user that may read it, or exclude it")
+
+    def _torn(self, entry: Entry) -> None:
+        entry.flags = ["torn"]
+        self._count("torn_files")
+        self._warn(f"/{entry.path} kept changing while it was read; the stored copy may be "
+                   "inconsistent (flagged torn)")
+
+
+def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:
+    if ref is None or ref.bs != bs or index >= len(ref.blocks):
+        return None
+    return ref.blocks[index]
+
+
+def _take_stat(entry: Entry, now: Entry) -> None:
+    entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino = now.size, now.mtime_ns, now.ctime_ns, now.ino
+    entry.mode = now.mode

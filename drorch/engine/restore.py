@@ -1,0 +1,311 @@
+"""Restore one backup into a target directory on a host.
+
+Phases: check the target, lay down directories, write file data (grouped by
+pack, in parallel, every block checked against its SHA-256), create links
+and special files, then set metadata (directories last, deepest first).
+A block that fails its check fails only its file: the file is removed and
+named in the error; every other file is restored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import stat
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from drorch.engine.pipeline import checksum_of
+from drorch.engine.progress import Progress
+from drorch.engine.selection import materialise_hardlinks, select_entries
+from drorch.errors import DrorchError, IntegrityError, NotFoundError, RestoreError
+from drorch.fsmeta import DIR, FILE, HARDLINK, SYMLINK, Entry, join_under
+from drorch.hosts.base import Host
+from drorch.repo import layout
+from drorch.repo.manifest import Manifest, read_entries
+from drorch.repo.repository import Repository
+from drorch.sources.base import RestoreOptions, Source
+
+log = logging.getLogger(__name__)
+RANGE_GAP = 256 << 10  # read across gaps smaller than this
+RANGE_MAX = 8 << 20  # but never more than this at once
+
+
+@dataclass
+class RestoreResult:
+    source: str
+    label: str
+    type: str
+    target: str
+    files: int = 0
+    bytes_written: int = 0
+    unchanged_files: int = 0  # --delta: already right
+    removed: int = 0  # --delta: not in the backup
+    seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def run_restore(repo: Repository, source: Source, manifest: Manifest, options: RestoreOptions,
+                host: Host, *, progress: Progress | None = None, workers: int | None = None) -> RestoreResult:
+    started = time.monotonic()
+    progress = progress or Progress()
+    all_entries = read_entries(repo, manifest)
+    entries = materialise_hardlinks(select_entries(all_entries, options.include), all_entries)
+    check_target(host, options)
+    source.prepare_restore(options, manifest.source_facts)
+    tree = _TreeRestore(repo, manifest, host, options, progress, workers)
+    result = tree.run(entries)
+    if result.failures:
+        lines = "\n".join(f"  /{path}: {why}" for path, why in sorted(result.failures.items()))
+        raise RestoreError(
+            f"{len(result.failures)} file(s) of backup {manifest.label} ({manifest.source}) could not be "
+            f"restored and were removed from {options.target}:\n{lines}",
+            "the repository is damaged: run `drorch verify`; the other files were restored "
+            "(use --include to restore a subset)")
+    progress.phase = "finish"
+    source.finish_restore(options, manifest.source_facts)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def check_target(host: Host, options: RestoreOptions) -> None:
+    """Refuse a non-empty target unless --force or --delta (nothing is touched)."""
+    if options.force and options.delta:
+        raise RestoreError("give --force or --delta, not both", exit_code=2)
+    names = host.listdir(options.target)
+    if names is None:
+        if host.lstat(options.target) is not None:
+            raise RestoreError(f"restore target {options.target} exists and is not a directory",
+                               "choose a directory (it is created if missing)")
+        return
+    if names and not (options.force or options.delta):
+        raise RestoreError(
+            f"restore target {options.target} is not empty ({len(names)} entries); nothing was written",
+            "restore into an empty or new directory, or pass --delta (rewrite what differs and remove "
+            "what is not in the backup) or --force (overwrite)")
+
+
+class _TreeRestore:
+    def __init__(self, repo, manifest, host, options, progress, workers):
+        self.repo, self.manifest, self.host, self.options = repo, manifest, host, options
+        self.progress = progress
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.result = RestoreResult(manifest.source, manifest.label, manifest.type, options.target)
+        self.existing = options.force or options.delta
+        self._lock = threading.Lock()
+        self._handles: dict[str, list] = {}  # path -> [handle, blocks still to write]
+        self._sizes: dict[str, int] = {}
+
+    def path(self, entry_path: str) -> str:
+        return join_under(self.options.target, entry_path)
+
+    def run(self, entries: list[Entry]) -> RestoreResult:
+        self.host.makedirs(self.options.target)
+        if self.options.delta:
+            self._remove_extras(entries)
+        self.progress.phase = "directories"
+        for entry in entries:
+            if entry.type == DIR:
+                self._ensure_dir(self.path(entry.path))
+        files = [e for e in entries if e.type == FILE]
+        self.progress.plan(files=len(files), nbytes=sum(e.size for e in files))
+        self.progress.phase = "data"
+        self._write_files(files)
+        self.progress.phase = "links"
+        for entry in entries:
+            if entry.type not in (DIR, FILE) and entry.path not in self.result.failures:
+                self._make_other(entry)
+        self.progress.phase = "metadata"
+        for entry in entries:
+            if entry.type not in (DIR, HARDLINK) and entry.path not in self.result.failures:
+                self.host.set_meta(self.path(entry.path), entry)
+        for entry in reversed(entries):
+            if entry.type == DIR:
+                self.host.set_meta(self.path(entry.path), entry)
+        return self.result
+
+    # -- tree shape ----------------------------------------------------------------
+
+    def _ensure_dir(self, path: str) -> None:
+        st = self.host.lstat(path)
+        if st is not None and not _is_dir(st):
+            self.host.remove(path)  # a file or symlink where the backup has a directory
+        self.host.makedirs(path)
+
+    def _prepare_path(self, path: str) -> None:
+        """Make room for a new non-directory entry at path."""
+        parent = posixpath.dirname(path)
+        if self.host.lstat(parent) is None:
+            self.host.makedirs(parent)
+        if self.existing and self.host.lstat(path) is not None:
+            self.host.remove(path)
+
+    def _remove_extras(self, entries: list[Entry]) -> None:
+        """--delta: remove what the backup does not hold (within what is restored)."""
+        wanted = {e.path for e in entries}
+        keep_dirs = {posixpath.dirname(p) for p in wanted}
+        while "" not in keep_dirs and keep_dirs:
+            keep_dirs |= {posixpath.dirname(p) for p in keep_dirs}
+        target = self.options.target.rstrip("/")
+        for path, st, _ in list(self.host.walk(target, lambda p, d: False)):
+            rel = path[len(target) + 1:]
+            if not rel or rel in wanted or (rel in keep_dirs and _is_dir(st)):
+                continue
+            if self.options.include and not any(p == rel or p.startswith(rel + "/") or
+                                                rel.startswith(p + "/") for p in wanted):
+                continue  # outside the selection: not ours to remove
+            if self.host.lstat(path) is not None:
+                self.host.remove(path)
+                self.result.removed += 1
+
+    def _make_other(self, entry: Entry) -> None:
+        path = self.path(entry.path)
+        self._prepare_path(path)
+        if entry.type == SYMLINK:
+            self.host.symlink(entry.target, path)
+        elif entry.type == HARDLINK:
+            self.host.hardlink(self.path(entry.target), path)
+        else:
+            self.host.mknod(path, entry)
+
+    # -- file data ----------------------------------------------------------------
+
+    def _write_files(self, files: list[Entry]) -> None:
+        groups: dict[tuple[str, int], list] = defaultdict(list)
+        for entry in files:
+            path = self.path(entry.path)
+            if checksum_of(entry.blocks, entry.bs) != entry.checksum:
+                self.result.failures[entry.path] = "its manifest entry is inconsistent (checksum)"
+                continue
+            todo = self._blocks_to_write(entry, path)
+            if todo is None:
+                self.result.unchanged_files += 1
+                self.progress.add(files=1, nbytes=entry.size)
+                continue
+            self.result.files += 1
+            if not todo:
+                self.host.open_write(path, entry.size).close()
+                self.progress.add(files=1)
+                continue
+            self._sizes[path] = entry.size
+            self._handles[path] = [None, len(todo)]
+            for index in todo:
+                block = entry.blocks[index]
+                groups[(block[0], block[1])].append((block, entry, path, index * entry.bs))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="drorch-restore") as pool:
+            for future in [pool.submit(self._restore_pack, key, items) for key, items in sorted(groups.items())]:
+                future.result()
+        for entry_path in self.result.failures:
+            self.host.remove(self.path(entry_path))
+
+    def _blocks_to_write(self, entry: Entry, path: str) -> list[int] | None:
+        """Indexes of the blocks to write; None when --delta finds the file already right."""
+        everything = list(range(len(entry.blocks)))
+        st = self.host.lstat(path) if self.existing else None
+        if st is None:
+            return everything
+        if not (self.options.delta and _is_file(st) and st.st_size == entry.size):
+            self.host.remove(path)
+            return everything
+        differ = []
+        for index, block in enumerate(entry.blocks):
+            data = self.host.read(path, index * entry.bs, block[4])
+            if hashlib.sha256(data).hexdigest() != block[5]:
+                differ.append(index)
+        if not differ:
+            return None
+        self._handles[path] = [self.host.open_write(path, entry.size, truncate=False), len(differ)]
+        return differ
+
+    def _restore_pack(self, key: tuple[str, int], items: list) -> None:
+        label, pack = key
+        object_key = layout.pack_key(self.manifest.source, label, pack)
+        items.sort(key=lambda item: item[0][2])
+        for start, end, run in _coalesce(items):
+            try:
+                data = self.repo.storage.get_range(object_key, start, end - start)
+            except NotFoundError:
+                for block, entry, *_ in run:
+                    self._fail(entry, f"its data object {object_key} is missing from the repository")
+                continue
+            except DrorchError as exc:
+                for block, entry, *_ in run:
+                    self._fail(entry, f"cannot read {object_key}: {exc.message}")
+                continue
+            for block, entry, path, offset in run:
+                if entry.path in self.result.failures:
+                    continue
+                self._write_block(data, start, block, entry, path, offset, object_key)
+
+    def _write_block(self, data, start, block, entry, path, offset, object_key) -> None:
+        blob = data[block[2] - start: block[2] - start + block[3]]
+        try:
+            raw = self.repo.codec.decode(blob, what=object_key) if len(blob) == block[3] else None
+        except IntegrityError:
+            raw = None
+        if raw is None or len(raw) != block[4] or hashlib.sha256(raw).hexdigest() != block[5]:
+            self._fail(entry, f"block at offset {offset} fails its checksum "
+                              f"(object {object_key}, bytes {block[2]}-{block[2] + block[3]})")
+            return
+        with self._lock:
+            slot = self._handles[path]
+            if slot[0] is None:
+                slot[0] = self.host.open_write(path, self._sizes[path])
+        slot[0].pwrite(raw, offset)
+        self.progress.add(nbytes=len(raw))
+        with self._lock:
+            self.result.bytes_written += len(raw)
+            slot[1] -= 1
+            done = slot[1] == 0
+        if done:
+            slot[0].close()
+            self.progress.add(files=1)
+
+    def _fail(self, entry: Entry, why: str) -> None:
+        with self._lock:
+            if entry.path in self.result.failures:
+                return
+            self.result.failures[entry.path] = why
+            slot = self._handles.get(self.path(entry.path))
+            if slot and slot[0] is not None:
+                slot[0].close()
+                slot[0] = _Closed()
+        log.error("restore of /%s failed: %s", entry.path, why)
+
+
+class _Closed:
+    def pwrite(self, data: bytes, offset: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _coalesce(items: list):
+    """Group blobs (sorted by offset) into ranges worth one read each."""
+    run: list = []
+    start = end = 0
+    for item in items:
+        offset, length = item[0][2], item[0][3]
+        if run and (offset - end > RANGE_GAP or offset + length - start > RANGE_MAX):
+            yield start, end, run
+            run = []
+        if not run:
+            start = end = offset
+        run.append(item)
+        end = max(end, offset + length)
+    if run:
+        yield start, end, run
+
+
+def _is_dir(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode)
+
+
+def _is_file(st: os.stat_result) -> bool:
+    return stat.S_ISREG(st.st_mode)

@@ -1,0 +1,1 @@
+"""Machines drorch reaches: this one (`local`) or others over SSH."""

@@ -1,0 +1,160 @@
+"""Load a policy: one YAML file or a directory of them, merged.
+
+Every problem is reported as `FILE:LINE:COL: dotted.key: message`, all of
+them at once, and raised as one PolicyError (exit code 2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from drorch.errors import PolicyError
+from drorch.policy.models import PolicyDocument
+from drorch.policy.yamlmarks import Marked, dotted, load_marked
+
+DEFAULT_POLICY_PATH = Path("/etc/drorch/policies")
+SECTIONS = tuple(PolicyDocument.model_fields)
+
+
+@dataclass
+class Policy:
+    """All policy documents merged.  `where[(section, name)]` is where each
+    named entry was defined, for messages that point at the file."""
+
+    path: Path
+    files: list[Path]
+    repositories: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+    docs: dict[tuple[str, str], Marked] = field(default_factory=dict)
+
+    def where(self, section: str, name: str, *keys: Any) -> str:
+        return self.docs[(section, name)].where((section, name, *keys))
+
+
+def policy_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise PolicyError([f"{path}: no *.yaml or *.yml files in this policy directory"],
+                              "put policy files there, or pass --policy FILE")
+        return files
+    if path.is_file():
+        return [path]
+    raise PolicyError([f"{path}: no such policy file or directory"],
+                      "pass --policy PATH (a YAML file or a directory of them); the default is "
+                      f"{DEFAULT_POLICY_PATH}")
+
+
+def load_policy(path: Path | str) -> Policy:
+    path = Path(path)
+    files = policy_files(path)
+    policy = Policy(path=path, files=files)
+    problems: list[str] = []
+    for file in files:
+        doc = load_marked(file)
+        problems += doc.problems
+        if doc.problems:
+            continue
+        if not isinstance(doc.data, dict):
+            problems.append(f"{doc.where(())}: <top>: a policy file is a mapping of sections "
+                            f"({', '.join(SECTIONS)})")
+            continue
+        try:
+            model = PolicyDocument.model_validate(doc.data)
+        except ValidationError as exc:
+            problems += [_describe(doc, err) for err in exc.errors()]
+            continue
+        _merge(policy, doc, model, problems)
+    if not problems:
+        problems += _cross_references(policy)
+    if problems:
+        raise PolicyError(problems, "fix the lines above; `drorch policy schema` prints every key")
+    return policy
+
+
+def _merge(policy: Policy, doc: Marked, model: PolicyDocument, problems: list[str]) -> None:
+    for section in SECTIONS:
+        target = getattr(policy, section)
+        for name, value in getattr(model, section).items():
+            if name in target:
+                first = policy.where(section, name)
+                problems.append(f"{doc.where((section, name))}: {section}.{name}: defined twice "
+                                f"(also at {first}); names must be unique across policy files")
+                continue
+            target[name] = value
+            policy.docs[(section, name)] = doc
+
+
+def _cross_references(policy: Policy) -> list[str]:
+    problems = []
+    for name, source in policy.sources.items():
+        if source.repository not in policy.repositories:
+            known = ", ".join(sorted(policy.repositories)) or "none defined"
+            problems.append(f"{policy.where('sources', name, 'repository')}: sources.{name}.repository: "
+                            f"no repository named {source.repository!r} (repositories: {known})")
+        if source.host != "local":
+            problems.append(f"{policy.where('sources', name, 'host')}: sources.{name}.host: "
+                            f"no host named {source.host!r}; only `local` is available")
+    return problems
+
+
+def _real_loc(data: Any, loc: tuple) -> tuple:
+    """pydantic's loc includes union tags; keep only the steps that exist in the data,
+    plus a final missing key."""
+    out: list[Any] = []
+    for i, step in enumerate(loc):
+        if isinstance(data, dict) and step in data:
+            data = data[step]
+            out.append(step)
+        elif isinstance(data, list) and isinstance(step, int) and 0 <= step < len(data):
+            data = data[step]
+            out.append(step)
+        elif i == len(loc) - 1 and isinstance(data, dict):
+            out.append(step)
+    return tuple(out)
+
+
+def _describe(doc: Marked, err: dict) -> str:
+    loc = _real_loc(doc.data, tuple(err["loc"]))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        guess = difflib.get_close_matches(str(loc[-1]), sorted(_VOCABULARY), n=1)
+        message = "unknown key" + (f"; did you mean {guess[0]!r}?" if guess else "")
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = err["msg"].removeprefix("Value error, ")
+    where = doc.where(loc)
+    if kind == "missing":  # point at the mapping that lacks the key
+        where = doc.where(loc[:-1])
+    return f"{where}: {dotted(loc) or '<top>'}: {message}"
+
+
+def _vocabulary(model: type[BaseModel], seen: set) -> set[str]:
+    if model in seen:
+        return set()
+    seen.add(model)
+    words = set(model.model_fields)
+    for info in model.model_fields.values():
+        for inner in _models_in(info.annotation):
+            words |= _vocabulary(inner, seen)
+    return words
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out = []
+    for arg in typing.get_args(annotation):
+        out += _models_in(arg)
+    return out
+
+
+_VOCABULARY = _vocabulary(PolicyDocument, set())

@@ -1,0 +1,95 @@
+"""Keys and labels of the repository format (FORMAT.md, "Keys" and "Labels")."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+CONFIG = "config"
+TYPE_LETTER = {"full": "F", "diff": "D", "incr": "I"}
+LETTER_TYPE = {v: k for k, v in TYPE_LETTER.items()}
+LABEL_RE = re.compile(r"^(\d{8}T\d{6}Z)-([FDI])$")
+_LABEL_TIME = "%Y%m%dT%H%M%SZ"
+
+
+def lock_key(source: str) -> str:
+    return f"locks/{source}"
+
+
+def run_key(source: str, label: str) -> str:
+    return f"runs/{source}/{label}"
+
+
+def runs_prefix(source: str | None = None) -> str:
+    return f"runs/{source}/" if source else "runs/"
+
+
+def manifest_key(source: str, label: str) -> str:
+    return f"manifests/{source}/{label}"
+
+
+def manifests_prefix(source: str | None = None) -> str:
+    return f"manifests/{source}/" if source else "manifests/"
+
+
+def data_prefix(source: str, label: str) -> str:
+    return f"data/{source}/{label}/"
+
+
+def pack_key(source: str, label: str, pack: int) -> str:
+    return f"data/{source}/{label}/p{pack:06d}"
+
+
+def entries_key(source: str, label: str) -> str:
+    return f"data/{source}/{label}/entries"
+
+
+def pin_key(source: str, label: str) -> str:
+    return f"pins/{source}/{label}"
+
+
+def pins_prefix(source: str) -> str:
+    return f"pins/{source}/"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """'manifests/SRC/LABEL' -> (SRC, LABEL)."""
+    parts = key.split("/")
+    return parts[1], parts[2]
+
+
+def is_label(text: str) -> bool:
+    return bool(LABEL_RE.match(text))
+
+
+def label_type(label: str) -> str:
+    return LETTER_TYPE[LABEL_RE.match(label).group(2)]
+
+
+def label_time(label: str) -> datetime:
+    stamp = LABEL_RE.match(label).group(1)
+    return datetime.strptime(stamp, _LABEL_TIME).replace(tzinfo=timezone.utc)
+
+
+def newest_label_time(existing: list[str]) -> datetime | None:
+    return max((label_time(label) for label in existing), default=None)
+
+
+def new_label(started: datetime, backup_type: str, existing: list[str]) -> str:
+    """A unique label that sorts after every existing one (FORMAT.md, Labels).
+    Callers wait for the next second first (see label_wait), so that a label
+    normally is the true start time; the bump is for clocks that went back."""
+    moment = started.astimezone(timezone.utc).replace(microsecond=0)
+    newest = newest_label_time(existing)
+    if newest is not None and moment <= newest:
+        moment = newest + timedelta(seconds=1)
+    return moment.strftime(_LABEL_TIME) + "-" + TYPE_LETTER[backup_type]
+
+
+def label_wait(now: datetime, existing: list[str]) -> float:
+    """Seconds to wait so that a label taken after now is a new second (at most 1.1)."""
+    newest = newest_label_time(existing)
+    if newest is None:
+        return 0.0
+    wait = (newest + timedelta(seconds=1) - now).total_seconds()
+    return wait if 0 < wait <= 1.1 else 0.0

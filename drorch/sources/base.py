@@ -1,0 +1,64 @@
+"""What every source kind (files, postgres, mariadb) offers the engine.
+
+A source plans what to read (scan), reads it, and reports its own facts; it
+never touches the repository (the engine writes what it returns into the
+manifest).  For restores it prepares and finishes a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+from drorch.fsmeta import Entry
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class SourceEnd:
+    """What a source says when its backup ends: facts for the manifest and
+    small generated files (e.g. PostgreSQL's backup_label) to store as well."""
+
+    facts: dict = field(default_factory=dict)
+    extra_files: list[tuple[Entry, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class RestoreOptions:
+    target: str
+    force: bool = False
+    delta: bool = False
+    include: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    name: str
+    kind: str
+    #: True when a file changing during its read means a torn copy (files);
+    #: False where the source repairs it on restore (database WAL replay).
+    detect_torn: bool
+
+    def begin(self, warn: Warn) -> dict:
+        """Start the backup (e.g. pg_backup_start); returns facts."""
+
+    def scan(self, warn: Warn) -> Iterator[Entry]:
+        """Every entry to back up, a directory before its contents."""
+
+    def read(self, entry: Entry, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a file entry; raise FileNotFoundError if it vanished."""
+
+    def restat(self, entry: Entry) -> Entry | None:
+        """The entry's metadata now (None if it is gone)."""
+
+    def end(self, warn: Warn) -> SourceEnd:
+        """Finish the backup (e.g. pg_backup_stop)."""
+
+    def abort(self) -> None:
+        """Undo begin() after a failure; must not raise."""
+
+    def prepare_restore(self, options: RestoreOptions, facts: dict) -> None:
+        """Refuse unsafe targets (e.g. a running server) before anything is written."""
+
+    def finish_restore(self, options: RestoreOptions, facts: dict) -> None:
+        """Make the restored copy usable (e.g. recovery settings)."""

@@ -1,0 +1,59 @@
+"""The storage interface: bytes by key, nothing about backups.
+
+Keys are '/'-separated relative paths of safe characters.  Every driver
+(posix now, s3 later) implements these few operations; everything else is
+built on them.  A put is atomic: a reader sees the whole object or nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from drorch.errors import NotFoundError, StorageError  # noqa: F401  (re-exported for drivers)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class AlreadyExists(StorageError):
+    """put(..., if_absent=True) found the key already there."""
+
+
+class Storage(Protocol):
+    #: where this storage lives, for messages (a path or s3://bucket/prefix)
+    location: str
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store data under key atomically.  With if_absent, fail with
+        AlreadyExists instead of replacing an existing object."""
+
+    def get(self, key: str) -> bytes:
+        """The whole object; NotFoundError if missing."""
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """length bytes from offset; NotFoundError if missing."""
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and time of an object, or None if it does not exist."""
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in key order."""
+
+    def delete(self, key: str) -> None:
+        """Remove an object; a missing key is not an error."""
+
+    def is_empty(self) -> bool:
+        """True when the location holds nothing at all (not even foreign files)."""
+
+
+def check_key(key: str) -> str:
+    if not key or key.startswith("/") or key.endswith("/") or "\\" in key or "\0" in key:
+        raise ValueError(f"invalid storage key {key!r}")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key

@@ -1,0 +1,200 @@
+"""A repository in a directory (local disk or a mounted file system).
+
+Writes go to a temporary file in the same directory, are fsynced and then
+renamed into place, and the directory is fsynced: after a crash an object is
+either complete or absent.  Create-if-absent uses link(2), which fails when
+the name exists, so two racing writers cannot both win.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from drorch.errors import NotFoundError, StorageError
+from drorch.storage.base import AlreadyExists, ObjectInfo, check_key
+
+TMP_MARK = ".tmp-"
+
+
+class PosixStorage:
+    def __init__(self, path: str | os.PathLike, *, fsync: bool = True):
+        self.root = Path(path)
+        self.location = str(self.root)
+        self.fsync = fsync
+
+    # -- helpers -------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def _error(self, action: str, key: str, exc: OSError) -> StorageError:
+        hint = None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            hint = f"check that user {_whoami()} may read and write {self.root}"
+        elif exc.errno == errno.ENOSPC:
+            hint = f"free space on the file system of {self.root}"
+        return StorageError(f"cannot {action} {self._path(key)}: {exc.strerror}", hint)
+
+    def _makedirs(self, directory: Path) -> None:
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir(mode=0o755)
+            except FileExistsError:
+                continue
+            if self.fsync:
+                _fsync_dir(path.parent)
+
+    def _create(self, tmp: Path) -> int:
+        # A concurrent delete() may remove a directory that just became empty;
+        # recreate it and try again.
+        for attempt in range(5):
+            self._makedirs(tmp.parent)
+            try:
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- the interface --------------------------------------------------------
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+        try:
+            fd = self._create(tmp)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise AlreadyExists(f"{path} already exists") from None
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+            if self.fsync:
+                _fsync_dir(path.parent)
+        except AlreadyExists:
+            raise
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise self._error("write", key, exc) from None
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"{self._path(key)} does not exist") from None
+        except OSError as exc:
+            raise self._error("read", key, exc) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self._path(key)} does not exist") from None
+        except OSError as exc:
+            raise self._error("read", key, exc) from None
+        try:
+            chunks, done = [], 0
+            while done < length:
+                chunk = os.pread(fd, length - done, offset + done)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                done += len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error("stat", key, exc) from None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the directory the prefix names (keys are paths).
+        head, _, _ = prefix.rpartition("/")
+        start = self.root / head if head else self.root
+        if not start.is_dir():
+            return iter(())
+        found = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel = os.path.relpath(dirpath, self.root)
+            rel = "" if rel == "." else rel + "/"
+            for name in filenames:
+                key = rel + name
+                if TMP_MARK in name or not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue
+                found.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        return iter(sorted(found, key=lambda info: info.key))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error("delete", key, exc) from None
+        # Drop directories left empty, up to the root.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def is_empty(self) -> bool:
+        try:
+            return not any(self.root.iterdir())
+        except FileNotFoundError:
+            return True
+        except NotADirectoryError:
+            return False
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _whoami() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
