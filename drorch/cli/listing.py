@@ -8,7 +8,6 @@ from drorch.cli.common import json_option, load, policy_option, repository_optio
 from drorch.cli.render import emit_json, human_bytes, table
 from drorch.factory import open_repository, repository_name, source_policy
 from drorch.repo.catalog import Catalog
-from drorch.repo.locks import SourceLock
 
 
 def backup_row(manifest, source: str) -> dict:
@@ -42,8 +41,7 @@ def collect(policy, source: str | None, repository: str | None, show_all: bool) 
         for name in names or catalog.sources():
             rows += [backup_row(m, name) for m in catalog.backups(name)]
             if show_all:
-                lock = SourceLock(repo, name, "list").read()
-                rows += [run_row(r, name) for r in catalog.runs(name, lock)]
+                rows += [run_row(r, name) for r in catalog.runs(name)]
     rows.sort(key=lambda r: (r["source"], r["label"]))
     return rows
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 
 from drorch import __version__
@@ -13,6 +12,7 @@ from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
 from drorch.errors import DrorchError
+from drorch.faults import checkpoint
 from drorch.fsmeta import DIR, HARDLINK, Entry
 from drorch.repo import layout
 from drorch.repo.catalog import Catalog
@@ -83,7 +83,6 @@ class _Backup:
         backups = catalog.backups(self.source.name)
         btype, parent, why = choose_parent(backups, self.requested)
         taken = [m.label for m in backups] + [r.label for r in catalog.runs(self.source.name)]
-        time.sleep(layout.label_wait(utcnow(), taken))
         started = utcnow()
         self.label = layout.new_label(started, btype, taken)
         self.run_record = {"status": "running", "type": btype, "requested_type": self.requested,
@@ -91,6 +90,7 @@ class _Backup:
                            "host": socket.gethostname(), "pid": os.getpid(),
                            "lock_token": self.lock.token, "phase": "begin"}
         self.repo.put_json(layout.run_key(self.source.name, self.label), self.run_record)
+        checkpoint("after-run-record")
         log.info("%s: backup %s started (%s)", self.source.name, self.label, why)
         try:
             manifest = self._copy_and_commit(btype, parent, why, started)
@@ -140,6 +140,7 @@ class _Backup:
         self.warnings += stats.warnings
         entries = _drop_vanished(entries)
         self._set_phase("commit")
+        checkpoint("before-entries")
         entries_ref = write_entries(self.repo, self.source.name, self.label, entries)
         files = sum(1 for e in entries if e.type != DIR)
         manifest = {
@@ -159,7 +160,9 @@ class _Backup:
             "source_facts": {**begin_facts, **end.facts},
             "warnings": self.warnings,
         }
+        checkpoint("before-manifest")
         write_manifest(self.repo, manifest)
+        checkpoint("after-manifest")
         log.info("%s: backup %s committed: %d files, %d bytes stored", self.source.name, self.label,
                  files, manifest["stats"]["stored_bytes"])
         return manifest

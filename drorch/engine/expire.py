@@ -49,8 +49,8 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
                                       f"{manifest.label}; nothing was expired", "report this bug")
         result.expired = [m.label for m in backups if m.label not in kept]
         committed = {m.label for m in backups}
-        data_labels = _data_labels(repo, source)
-        result.leftovers = sorted(data_labels - committed)
+        unfinished = {run.label for run in catalog.runs(source) if run.status == "incomplete"}
+        result.leftovers = sorted((_data_labels(repo, source) - committed) | unfinished)
         result.freed_bytes = sum(_size(repo, source, label) for label in result.expired + result.leftovers)
         if dry_run:
             return result

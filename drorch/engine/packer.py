@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from drorch.faults import checkpoint
 from drorch.repo import layout
 from drorch.repo.repository import Repository
 
@@ -46,6 +47,7 @@ class Packer:
 
     def _write(self, number: int, data: bytearray, blobs: int) -> None:
         self.repo.storage.put(layout.pack_key(self.source, self.label, number), data)
+        checkpoint("after-first-pack")
         with self._lock:
             self.packs.append({"n": number, "size": len(data), "blobs": blobs})
             self.stored_bytes += len(data)

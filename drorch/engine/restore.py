@@ -193,7 +193,7 @@ class _TreeRestore:
                 self.progress.add(files=1)
                 continue
             self._sizes[path] = entry.size
-            self._handles[path] = [None, len(todo)]
+            self._handles.setdefault(path, [None, len(todo)])  # --delta may have opened it
             for index in todo:
                 block = entry.blocks[index]
                 groups[(block[0], block[1])].append((block, entry, path, index * entry.bs))

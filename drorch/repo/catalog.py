@@ -11,6 +11,7 @@ from datetime import datetime
 
 from drorch.errors import NotFoundError, RestoreError
 from drorch.repo import layout
+from drorch.repo.locks import holder_alive
 from drorch.repo.manifest import Manifest, read_manifest
 from drorch.repo.repository import Repository
 from drorch.timefmt import parse_iso
@@ -67,10 +68,15 @@ class Catalog:
         return {layout.split_key(info.key)[1]
                 for info in self.repo.storage.list(layout.pins_prefix(source))}
 
-    def runs(self, source: str, live_lock: dict | None = None) -> list[RunRecord]:
-        """Runs without a committed manifest.  A run still holding the source's
-        lock (live_lock, as read by the caller) is `running`."""
+    def runs(self, source: str) -> list[RunRecord]:
+        """Runs without a committed manifest.  A run whose process still holds
+        the source's lock is `running`; one whose process is gone, `incomplete`."""
         committed = set(self.labels(source))
+        try:
+            lock = self.repo.get_json(layout.lock_key(source))
+        except NotFoundError:
+            lock = None
+        live_token = lock.get("token") if lock and holder_alive(lock) else None
         out = []
         for info in self.repo.storage.list(layout.runs_prefix(source)):
             label = layout.split_key(info.key)[1]
@@ -82,8 +88,7 @@ class Catalog:
                 continue
             status = data.get("status", "incomplete")
             if status == "running":
-                holder = live_lock or {}
-                alive = holder.get("token") and holder.get("token") == data.get("lock_token")
+                alive = live_token is not None and live_token == data.get("lock_token")
                 status = "running" if alive else "incomplete"
             out.append(RunRecord(source, label, status, data))
         return out

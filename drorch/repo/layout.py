@@ -76,20 +76,12 @@ def newest_label_time(existing: list[str]) -> datetime | None:
 
 
 def new_label(started: datetime, backup_type: str, existing: list[str]) -> str:
-    """A unique label that sorts after every existing one (FORMAT.md, Labels).
-    Callers wait for the next second first (see label_wait), so that a label
-    normally is the true start time; the bump is for clocks that went back."""
+    """A unique label that sorts after every existing one (FORMAT.md, Labels):
+    the start second, or the next free second when that is taken (backups
+    started within one second, or a clock that went back)."""
     moment = started.astimezone(timezone.utc).replace(microsecond=0)
     newest = newest_label_time(existing)
     if newest is not None and moment <= newest:
         moment = newest + timedelta(seconds=1)
     return moment.strftime(_LABEL_TIME) + "-" + TYPE_LETTER[backup_type]
 
-
-def label_wait(now: datetime, existing: list[str]) -> float:
-    """Seconds to wait so that a label taken after now is a new second (at most 1.1)."""
-    newest = newest_label_time(existing)
-    if newest is None:
-        return 0.0
-    wait = (newest + timedelta(seconds=1) - now).total_seconds()
-    return wait if 0 < wait <= 1.1 else 0.0

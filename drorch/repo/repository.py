@@ -68,6 +68,9 @@ class Repository:
         if config is not None:
             return cls(storage, config, compression_level=compression_level)
         if not storage.is_empty():
+            config = _read_config(storage)  # another writer may have just created it
+            if config is not None:
+                return cls(storage, config, compression_level=compression_level)
             raise RepositoryError(
                 f"refusing to initialise a repository in {storage.location}: it is not empty and "
                 "holds no drorch repository", "point the policy at an empty (or new) location")

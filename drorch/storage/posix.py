@@ -175,8 +175,9 @@ class PosixStorage:
             parent = parent.parent
 
     def is_empty(self) -> bool:
+        """Nothing there but, at most, our own temporary files (a writer racing us)."""
         try:
-            return not any(self.root.iterdir())
+            return not any(TMP_MARK not in p.name for p in self.root.iterdir())
         except FileNotFoundError:
             return True
         except NotADirectoryError:
