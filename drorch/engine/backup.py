@@ -142,6 +142,7 @@ class _Backup:
         self._set_phase("commit")
         checkpoint("before-entries")
         entries_ref = write_entries(self.repo, self.source.name, self.label, entries)
+        self.repo.storage.sync()  # every pack durable before the commit point
         files = sum(1 for e in entries if e.type != DIR)
         manifest = {
             "label": self.label, "source": self.source.name, "kind": self.source.kind,

@@ -46,7 +46,8 @@ class Packer:
         return sealed
 
     def _write(self, number: int, data: bytearray, blobs: int) -> None:
-        self.repo.storage.put(layout.pack_key(self.source, self.label, number), data)
+        # Durability is deferred to the sync() before the commit (FORMAT.md, write order).
+        self.repo.storage.put(layout.pack_key(self.source, self.label, number), data, sync=False)
         checkpoint("after-first-pack")
         with self._lock:
             self.packs.append({"n": number, "size": len(data), "blobs": blobs})

@@ -78,6 +78,7 @@ def decide(backups: list[BackupRef], rules: Rules, now: datetime) -> dict[str, D
         base = _base(b, by_label)
         if b.type == "diff" and rules.diff is None and base in directly:
             keep(b.label, f"goes with its full {base}")
+            directly.add(b.label)  # so the incrs on it go with it too
         elif b.type == "incr" and base in directly:
             keep(b.label, f"goes with its base {base}")
 
@@ -98,7 +99,7 @@ def decide(backups: list[BackupRef], rules: Rules, now: datetime) -> dict[str, D
 
 
 def _keep_newest(ordered: list[BackupRef], btype: str, count: int | None, keep) -> None:
-    if count is None:
+    if count is None or count <= 0:
         return
     of_type = [b for b in ordered if b.type == btype]
     for rank, b in enumerate(reversed(of_type[-count:]), start=1):
@@ -120,8 +121,9 @@ def _why_dropped(b: BackupRef, rules: Rules, by_label, out) -> str:
             return "no rule keeps it (no `full:` count)" + age
         return f"not among the {rules.full} newest fulls" + age
     base = _base(b, by_label)
+    fate = "expires" if not out[base].keep else "is kept only because a newer backup needs it"
     if b.type == "diff":
         if rules.diff is not None:
             return f"not among the {rules.diff} newest diffs" + age
-        return f"its full {base} expires" + age
-    return f"its base {base} expires" + age
+        return f"its full {base} {fate}" + age
+    return f"its base {base} {fate}" + age

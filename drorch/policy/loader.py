@@ -7,6 +7,7 @@ them at once, and raised as one PolicyError (exit code 2).
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +123,15 @@ def _real_loc(data: Any, loc: tuple) -> tuple:
 
 
 def _describe(doc: Marked, err: dict) -> str:
-    loc = _real_loc(doc.data, tuple(err["loc"]))
+    loc = _real_loc(doc.data, tuple(step for step in err["loc"] if step != "[key]"))
     kind = err["type"]
+    if kind in ("invalid_kind", "invalid_type"):  # point at the discriminator key itself
+        field = kind.removeprefix("invalid_")
+        if isinstance(_value_at(doc.data, loc), dict) and field in _value_at(doc.data, loc):
+            loc = loc + (field,)
     if kind == "extra_forbidden":
-        guess = difflib.get_close_matches(str(loc[-1]), sorted(_VOCABULARY), n=1)
+        allowed = _fields_at(tuple(err["loc"])[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         message = "unknown key" + (f"; did you mean {guess[0]!r}?" if guess else "")
     elif kind == "missing":
         message = "required key is missing"
@@ -137,24 +143,51 @@ def _describe(doc: Marked, err: dict) -> str:
     return f"{where}: {dotted(loc) or '<top>'}: {message}"
 
 
-def _vocabulary(model: type[BaseModel], seen: set) -> set[str]:
-    if model in seen:
-        return set()
-    seen.add(model)
-    words = set(model.model_fields)
-    for info in model.model_fields.values():
-        for inner in _models_in(info.annotation):
-            words |= _vocabulary(inner, seen)
-    return words
+def _value_at(data: Any, loc: tuple) -> Any:
+    for step in loc:
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    out = []
-    for arg in typing.get_args(annotation):
-        out += _models_in(arg)
-    return out
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys allowed in the mapping that pydantic's loc (tags included) points into."""
+    current: Any = PolicyDocument
+    for step in loc:
+        current = _step(current, step)
+        if current is None:
+            return []
+    return list(current.model_fields) if _is_model(current) else []
 
 
-_VOCABULARY = _vocabulary(PolicyDocument, set())
+def _step(annotation: Any, step: Any) -> Any:
+    """Follow one loc step through a model / dict / list / tagged union annotation."""
+    if _is_model(annotation):
+        info = annotation.model_fields.get(step)
+        return info.annotation if info else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        if any(getattr(meta, "tag", None) == step for meta in args[1:]):
+            return args[0]  # the step is this member's union tag
+        return _step(args[0], step)
+    if origin is dict:
+        return args[1]
+    if origin is list:
+        return args[0]
+    if origin in (typing.Union, types.UnionType):
+        for member in args:  # a tagged union: the step is the tag
+            inner = typing.get_args(member)[0] if typing.get_origin(member) is typing.Annotated else member
+            if _is_model(inner):
+                for field in ("kind", "type"):
+                    info = inner.model_fields.get(field)
+                    if info is not None and step in typing.get_args(info.annotation):
+                        return inner
+        models = [a for a in args if _is_model(a)]  # Optional[Model]
+        return _step(models[0], step) if len(models) == 1 else None
+    return None
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)

@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, PlainValidator, WithJsonSchema
 
 from drorch.errors import DrorchError
 from drorch.timefmt import format_duration
@@ -107,7 +107,7 @@ def _to_secret(value: Any) -> Secret:
 
 SecretRef = Annotated[
     Secret,
-    BeforeValidator(_to_secret),
+    PlainValidator(_to_secret),
     PlainSerializer(lambda s: s.ref, return_type=str),
     WithJsonSchema({"type": "string", "pattern": r"^\$\{(env|file):[^}]+\}$",
                     "description": "a reference: ${env:NAME} or ${file:/path}"}),

@@ -35,6 +35,9 @@ class Marked:
         return f"{self.path}:1:1"
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -46,6 +49,11 @@ class _Builder:
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
         self.doc.marks.setdefault(loc, _mark(node))
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            line, col = _mark(node)
+            self.doc.problems.append(f"{self.doc.path}:{line}:{col}: {_dotted(loc) or '<top>'}: "
+                                     f"tag {node.tag} is not allowed in a policy; remove it")
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, loc)
         if isinstance(node, yaml.SequenceNode):
@@ -53,21 +61,28 @@ class _Builder:
         return self.scalar_loader.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict:
-        self.scalar_loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        self.scalar_loader.flatten_mapping(node)  # resolves YAML merge keys (<<): merged pairs first
         out: dict = {}
+        merged: set = set()  # keys that came from a merge: a key of our own overrides them
         for key_node, value_node in node.value:
             key = self.scalar_loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 self.doc.problems.append(f"{self.doc.path}:{_mark(key_node)[0]}:{_mark(key_node)[1]}: "
                                          f"{_dotted(loc) or '<top>'}: a key must be a plain value")
                 continue
-            if key in out:
+            if key in out and key in merged and id(key_node) in own:
+                merged.discard(key)
+                del out[key]
+            elif key in out:
                 first = self.doc.marks.get(loc + (key,), (0, 0))
                 line, col = _mark(key_node)
                 self.doc.problems.append(
                     f"{self.doc.path}:{line}:{col}: {_dotted(loc + (key,))}: duplicate key "
                     f"(first defined at line {first[0]}); remove one of them")
                 continue
+            if id(key_node) not in own:
+                merged.add(key)
             self.doc.marks[loc + (key,)] = _mark(key_node)
             out[key] = self.build(value_node, loc + (key,))
         return out
@@ -100,6 +115,9 @@ def load_marked(path: Path) -> Marked:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and exc.problem_mark and \
+                exc.context_mark.line != exc.problem_mark.line:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
         doc.problems.append(f"{path}:{line}:{col}: <yaml>: {what}; fix the YAML syntax")
         return doc
     except yaml.YAMLError as exc:

@@ -28,9 +28,13 @@ class Storage(Protocol):
     #: where this storage lives, for messages (a path or s3://bucket/prefix)
     location: str
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> None:
         """Store data under key atomically.  With if_absent, fail with
-        AlreadyExists instead of replacing an existing object."""
+        AlreadyExists instead of replacing an existing object.  sync=False
+        may defer durability until the next sync() (bulk data before a commit)."""
+
+    def sync(self) -> None:
+        """Make every earlier put durable (a barrier before a commit point)."""
 
     def get(self, key: str) -> bytes:
         """The whole object; NotFoundError if missing."""

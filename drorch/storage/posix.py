@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,8 @@ class PosixStorage:
         self.root = Path(path)
         self.location = str(self.root)
         self.fsync = fsync
+        self._unsynced: set[Path] = set()
+        self._unsynced_lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------
 
@@ -66,7 +69,7 @@ class PosixStorage:
 
     # -- the interface --------------------------------------------------------
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, if_absent: bool = False, sync: bool = True) -> None:
         path = self._path(key)
         tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         try:
@@ -75,7 +78,7 @@ class PosixStorage:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                if self.fsync:
+                if self.fsync and sync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -88,8 +91,13 @@ class PosixStorage:
                     os.unlink(tmp)
             else:
                 os.replace(tmp, path)
-            if self.fsync:
+            if not self.fsync:
+                return
+            if sync:
                 _fsync_dir(path.parent)
+            else:
+                with self._unsynced_lock:
+                    self._unsynced.add(path)
         except AlreadyExists:
             raise
         except OSError as exc:
@@ -98,6 +106,24 @@ class PosixStorage:
             except OSError:
                 pass
             raise self._error("write", key, exc) from None
+
+    def sync(self) -> None:
+        """Make every put(sync=False) so far durable (files, then their directories).
+        The kernel has been writing them back meanwhile, so this is mostly waiting."""
+        with self._unsynced_lock:
+            paths, self._unsynced = self._unsynced, set()
+        for path in sorted(paths):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted since: nothing to keep
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for directory in sorted({p.parent for p in paths}):
+            if directory.is_dir():
+                _fsync_dir(directory)
 
     def get(self, key: str) -> bytes:
         try:

@@ -19,7 +19,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drorch.engine.retention import BackupRef, Decision, Rules, decide
@@ -238,7 +238,7 @@ def test_reasons_incr_goes_with_its_base():
 
 def test_reasons_diff_goes_with_its_full():
     decisions = run("F1 D2 F3 D4 I5", "full:1", 10)
-    assert decisions["D4"].reasons == ["goes with its full F3"]
+    assert decisions["D4"].reasons == ["goes with its full F3", "needed by I5"]
     assert decisions["D2"].reasons == ["its full F1 expires"]
     assert decisions["F1"].reasons == ["not among the 1 newest fulls"]
 
@@ -285,7 +285,7 @@ def chains_and_rules(draw):
     return " ".join(parts), Rules(full=full, diff=diff, max_age=max_age), now
 
 
-PROPERTY = settings(max_examples=300, deadline=None, database=None)
+PROPERTY = settings(max_examples=150, deadline=None, database=None)
 
 
 @PROPERTY
@@ -324,6 +324,7 @@ def test_property_order_independent(case):
 
 @PROPERTY
 @given(chains_and_rules())
+@example(("F1 D2 I3 F4", Rules(full=2), at(5)))  # a diff kept with its full; its incr too
 def test_property_incrs_go_with_a_base_kept_by_a_rule(case):
     """An incr goes with its base, and a diff (without a diff rule) with its full,
     whenever that base is kept for its own sake (not merely as someone's dependency)."""
