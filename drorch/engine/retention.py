@@ -121,7 +121,7 @@ def _why_dropped(b: BackupRef, rules: Rules, by_label, out) -> str:
             return "no rule keeps it (no `full:` count)" + age
         return f"not among the {rules.full} newest fulls" + age
     base = _base(b, by_label)
-    fate = "expires" if not out[base].keep else "is kept only because a newer backup needs it"
+    fate = "is kept only because a newer backup needs it" if base in out and out[base].keep else "expires"
     if b.type == "diff":
         if rules.diff is not None:
             return f"not among the {rules.diff} newest diffs" + age

@@ -58,6 +58,15 @@ class Storage(Protocol):
 def check_key(key: str) -> str:
     if not key or key.startswith("/") or key.endswith("/") or "\\" in key or "\0" in key:
         raise ValueError(f"invalid storage key {key!r}")
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        raise ValueError(f"invalid storage key {key!r}")
+    if any(part in ("", ".", "..") or part.startswith(".") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}")  # '.'-names are the drivers' own
     return key
+
+
+def check_prefix(prefix: str) -> str:
+    """A list() prefix: a key, a key's start, or empty."""
+    if prefix and (prefix.startswith("/") or "\\" in prefix or "\0" in prefix or
+                   any(part in (".", "..") for part in prefix.split("/")[:-1]) or
+                   prefix.split("/")[-1] in ("..",)):
+        raise ValueError(f"invalid storage prefix {prefix!r}")
+    return prefix

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 from drorch.errors import NotFoundError, StorageError
-from drorch.storage.base import AlreadyExists, ObjectInfo, check_key
+from drorch.storage.base import AlreadyExists, ObjectInfo, check_key, check_prefix
 
 TMP_MARK = ".tmp-"
 
@@ -56,14 +57,14 @@ class PosixStorage:
                 _fsync_dir(path.parent)
 
     def _create(self, tmp: Path) -> int:
-        # A concurrent delete() may remove a directory that just became empty;
-        # recreate it and try again.
-        for attempt in range(5):
-            self._makedirs(tmp.parent)
+        # A concurrent delete() removes directories that just became empty
+        # (ours included, at any moment): make them again and retry.
+        for attempt in range(20):
             try:
+                self._makedirs(tmp.parent)
                 return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileNotFoundError:
-                if attempt == 4:
+                if attempt == 19:
                     raise
         raise AssertionError("unreachable")
 
@@ -94,7 +95,10 @@ class PosixStorage:
             if not self.fsync:
                 return
             if sync:
-                _fsync_dir(path.parent)
+                try:
+                    _fsync_dir(path.parent)
+                except FileNotFoundError:
+                    pass  # a concurrent delete removed the object and its directory
             else:
                 with self._unsynced_lock:
                     self._unsynced.add(path)
@@ -129,7 +133,7 @@ class PosixStorage:
         try:
             with open(self._path(key), "rb") as handle:
                 return handle.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFoundError(f"{self._path(key)} does not exist") from None
         except OSError as exc:
             raise self._error("read", key, exc) from None
@@ -137,11 +141,13 @@ class PosixStorage:
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self._path(key)} does not exist") from None
         except OSError as exc:
             raise self._error("read", key, exc) from None
         try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise NotFoundError(f"{self._path(key)} does not exist")
             chunks, done = [], 0
             while done < length:
                 chunk = os.pread(fd, length - done, offset + done)
@@ -156,15 +162,17 @@ class PosixStorage:
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = os.stat(self._path(key))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             raise self._error("stat", key, exc) from None
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a directory: a prefix of other keys, not an object
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         # Walk only the directory the prefix names (keys are paths).
-        head, _, _ = prefix.rpartition("/")
+        head, _, _ = check_prefix(prefix).rpartition("/")
         start = self.root / head if head else self.root
         if not start.is_dir():
             return iter(())
@@ -172,9 +180,10 @@ class PosixStorage:
         for dirpath, dirnames, filenames in os.walk(start):
             rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == "." else rel + "/"
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 key = rel + name
-                if TMP_MARK in name or not key.startswith(prefix):
+                if name.startswith(".") or not key.startswith(prefix):
                     continue
                 try:
                     st = os.stat(os.path.join(dirpath, name))
@@ -187,7 +196,7 @@ class PosixStorage:
         path = self._path(key)
         try:
             path.unlink()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return
         except OSError as exc:
             raise self._error("delete", key, exc) from None
@@ -203,7 +212,7 @@ class PosixStorage:
     def is_empty(self) -> bool:
         """Nothing there but, at most, our own temporary files (a writer racing us)."""
         try:
-            return not any(TMP_MARK not in p.name for p in self.root.iterdir())
+            return not any(not (p.name.startswith(".") and TMP_MARK in p.name) for p in self.root.iterdir())
         except FileNotFoundError:
             return True
         except NotADirectoryError:

@@ -539,3 +539,13 @@ def test_posix_put_and_delete_race_without_fsync(tmp_path, busy_threads):
     errors = put_delete_race(storage, depth=6, rounds=150)
     assert not errors, f"{len(errors)} thread(s) failed: {describe(errors)}"
     assert temporary_files(storage.root) == []
+
+
+def test_deferred_puts_are_readable_at_once_and_sync_is_a_barrier(storage):
+    for i in range(5):
+        storage.put(f"data/p{i}", bytes([i]) * 1000, sync=False)
+    assert storage.get("data/p3") == bytes([3]) * 1000  # readable before the barrier
+    storage.delete("data/p4")  # deleted before sync: sync must not fail on it
+    storage.sync()
+    storage.sync()  # nothing pending: a no-op
+    assert [info.key for info in storage.list("data/")] == [f"data/p{i}" for i in range(4)]
