@@ -35,12 +35,17 @@ class Compression(Model):
     level: int = Field(3, ge=1, le=19, description="zstd level: 1 fastest ... 19 smallest")
 
 
-class PosixRepository(Model):
+class RepositoryBase(Model):
+    """Settings every repository type has."""
+
+    compression: Compression = Compression()
+
+
+class PosixRepository(RepositoryBase):
     """A repository in a local (or mounted) directory: the embedded default."""
 
     type: Literal["posix"]
     path: str = Field(description="absolute path of the repository directory")
-    compression: Compression = Compression()
 
     _abs = field_validator("path")(_absolute)
 
