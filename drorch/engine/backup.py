@@ -59,6 +59,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
     if requested not in TYPES:
         raise DrorchError(f"unknown backup type {requested!r}", "use full, diff or incr", exit_code=2)
     progress = progress or Progress()
+    progress.phase = "connect"
+    getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
     progress.phase = "lock"
     lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
     try:

@@ -30,6 +30,7 @@ class Policy:
 
     path: Path
     files: list[Path]
+    hosts: dict[str, Any] = field(default_factory=dict)
     repositories: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     docs: dict[tuple[str, str], Marked] = field(default_factory=dict)
@@ -100,9 +101,36 @@ def _cross_references(policy: Policy) -> list[str]:
             known = ", ".join(sorted(policy.repositories)) or "none defined"
             problems.append(f"{policy.where('sources', name, 'repository')}: sources.{name}.repository: "
                             f"no repository named {source.repository!r} (repositories: {known})")
-        if source.host != "local":
+        if source.host != "local" and source.host not in policy.hosts:
+            known = ", ".join(["local", *sorted(set(policy.hosts) - {"local"})])
             problems.append(f"{policy.where('sources', name, 'host')}: sources.{name}.host: "
-                            f"no host named {source.host!r}; only `local` is available")
+                            f"no host named {source.host!r} (hosts: {known})")
+    return problems + _host_references(policy)
+
+
+def _host_references(policy: Policy) -> list[str]:
+    """`local` is reserved; every jump names a host; jumps never loop."""
+    problems = []
+    for name, host in policy.hosts.items():
+        if name == "local":
+            problems.append(f"{policy.where('hosts', name)}: hosts.local: `local` is this machine and "
+                            "cannot be redefined; give the entry another name")
+        if host.jump is None:
+            continue
+        if host.jump not in policy.hosts:
+            known = ", ".join(sorted(policy.hosts))
+            problems.append(f"{policy.where('hosts', name, 'jump')}: hosts.{name}.jump: "
+                            f"no host named {host.jump!r} (hosts: {known})")
+            continue
+        chain, step = [name], host.jump
+        while step is not None and step in policy.hosts and step not in chain:
+            chain.append(step)
+            step = policy.hosts[step].jump
+        if step in chain:
+            loop = " -> ".join(chain[chain.index(step):] + [step])
+            if chain[0] == step:  # said at each member of the loop, not at hosts leading into it
+                problems.append(f"{policy.where('hosts', name, 'jump')}: hosts.{name}.jump: "
+                                f"jump hosts loop ({loop})")
     return problems
 
 
