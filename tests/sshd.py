@@ -98,6 +98,10 @@ class Sshd:
         with open(self.authorized_keys, "a") as handle:
             handle.write(public_key.with_suffix(".pub").read_text())
 
+    def logins(self) -> int:
+        """Successful logins so far (from the server's log)."""
+        return (self.dir / "sshd.log").read_text(errors="replace").count("Accepted publickey")
+
     def sessions(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
         return _children(self.pid)
@@ -151,7 +155,7 @@ def start_sshd(workdir: Path, *, address: str = "127.0.0.1", port: int | None = 
             MaxSessions 64
             MaxStartups 100
             Subsystem sftp internal-sftp
-            LogLevel ERROR
+            LogLevel INFO
             """) + textwrap.dedent(extra_config))
         log = open(workdir / "sshd.log", "wb")
         process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
@@ -189,12 +193,11 @@ class SshSetup:
     known_hosts: Path
     dir: Path
 
-    def host_yaml(self, name: str = "remote", **extra) -> str:
-        lines = [f"  {name}:", f"    address: {self.server.address}", f"    port: {self.server.port}",
-                 f"    user: {self.server.user}", f"    key_file: {self.client_key}",
-                 f"    known_hosts: {self.known_hosts}"]
-        lines += [f"    {key}: {value}" for key, value in extra.items()]
-        return "\n".join(lines) + "\n"
+    def host_yaml(self, name: str = "remote", **options) -> str:
+        """An entry of `hosts:` for this server; options add or override keys."""
+        values = {"address": self.server.address, "port": self.server.port, "user": self.server.user,
+                  "key_file": self.client_key, "known_hosts": self.known_hosts, **options}
+        return "\n".join([f"  {name}:"] + [f"    {key}: {value}" for key, value in values.items()]) + "\n"
 
 
 def make_setup(workdir: Path, **kwargs) -> SshSetup:

@@ -275,7 +275,7 @@ def _known_keys(cfg: SshConfig) -> list:
     except FileNotFoundError:
         raise HostKeyError(f"host {cfg.where}: known_hosts file {cfg.known_hosts} does not exist; "
                            "nothing was sent to the host",
-                           f"create it with the host's key after checking it: {_keyscan(cfg)}") from None
+                           f"create it with the host's key after checking it: {_keyscan(cfg, 'ssh-ed25519')}") from None
     except (OSError, paramiko.hostkeys.InvalidHostKey) as exc:
         raise HostKeyError(f"host {cfg.where}: cannot read known_hosts file {cfg.known_hosts}: {exc}",
                            "fix the file (one `host keytype base64` line per key)") from None
@@ -291,11 +291,13 @@ def _prefer(offered: tuple, known_types: list[str]) -> list[str]:
     return [t for t in wanted if t in offered] + [t for t in offered if t not in wanted]
 
 
-def _keyscan(cfg: SshConfig) -> str:
+def _keyscan(cfg: SshConfig, key_name: str) -> str:
+    kind = "ecdsa" if key_name.startswith("ecdsa") else "rsa" if "rsa" in key_name else "ed25519"
     port = f"-p {cfg.port} " if cfg.port != 22 else ""
-    return (f"ssh-keyscan {port}{cfg.address} > /tmp/key && ssh-keygen -lf /tmp/key "
-            f"(compare the fingerprint with one read on the host itself: ssh-keygen -lf "
-            f"/etc/ssh/ssh_host_ed25519_key.pub), then append /tmp/key to {cfg.known_hosts}")
+    where = f"(on jump host {cfg.jump.name}) " if cfg.jump else ""
+    return (f"{where}ssh-keyscan {port}-t {kind} {cfg.address} > new_key; ssh-keygen -lf new_key; compare with "
+            f"`ssh-keygen -lf /etc/ssh/ssh_host_{kind}_key.pub` run on the host itself; if they match: "
+            f"cat new_key >> {cfg.known_hosts}")
 
 
 def _check_host_key(cfg: SshConfig, offered, known: list) -> None:
@@ -304,7 +306,7 @@ def _check_host_key(cfg: SshConfig, offered, known: list) -> None:
         raise HostKeyError(
             f"host {cfg.where} is not in {cfg.known_hosts}: it offered the unknown host key {shown}; "
             "refused, nothing was sent to it",
-            f"check that this fingerprint is the host's own, then add it: {_keyscan(cfg)}")
+            f"check that this fingerprint is the host's own, then add it: {_keyscan(cfg, offered.get_name())}")
     if any(key.asbytes() == offered.asbytes() for key in known):
         return
     listed = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in known)
@@ -313,7 +315,8 @@ def _check_host_key(cfg: SshConfig, offered, known: list) -> None:
         f"{listed} for {cfg.known_hosts_name}; refused, nothing was sent to it (someone may be "
         "intercepting the connection, or the host was reinstalled)",
         f"if the change is expected, check the new fingerprint on the host itself, then replace the "
-        f"old key: ssh-keygen -R '{cfg.known_hosts_name}' -f {cfg.known_hosts}; {_keyscan(cfg)}")
+        f"old key: ssh-keygen -R '{cfg.known_hosts_name}' -f {cfg.known_hosts}; then "
+        f"{_keyscan(cfg, offered.get_name())}")
 
 
 # -- authentication --------------------------------------------------------------------------
@@ -321,7 +324,7 @@ def _check_host_key(cfg: SshConfig, offered, known: list) -> None:
 
 def load_key(cfg: SshConfig):
     try:
-        passphrase = cfg.passphrase() if cfg.passphrase else None
+        passphrase = cfg.passphrase().encode() if cfg.passphrase else None
         return paramiko.PKey.from_path(cfg.key_file, passphrase)
     except FileNotFoundError:
         raise HostAuthError(f"host {cfg.where}: key_file {cfg.key_file} does not exist",
@@ -333,11 +336,25 @@ def load_key(cfg: SshConfig):
         raise HostAuthError(f"host {cfg.where}: key_file {cfg.key_file} is protected by a passphrase",
                             "give it by reference: key_passphrase: \"${env:NAME}\" or \"${file:/path}\"") from None
     except (paramiko.SSHException, ValueError, TypeError) as exc:
-        wrong = "passphrase" in str(exc).lower() or "decrypt" in str(exc).lower()
-        raise HostAuthError(
-            f"host {cfg.where}: cannot load key_file {cfg.key_file}: "
-            + ("wrong passphrase" if wrong and cfg.passphrase else str(exc) or type(exc).__name__),
-            "check key_passphrase, and that the file is an OpenSSH or PEM private key") from None
+        raise HostAuthError(f"host {cfg.where}: cannot load key_file {cfg.key_file}: {_key_problem(cfg, exc)}",
+                            "check key_passphrase, and that the file is an OpenSSH or PEM private key") from None
+
+
+def _key_problem(cfg: SshConfig, exc: Exception) -> str:
+    """paramiko retries a failed OpenSSH key as PEM and reports that; say what went wrong first."""
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    try:
+        with open(cfg.key_file, "rb") as handle:
+            data = handle.read()
+        if b"OPENSSH PRIVATE KEY" in data:
+            load_ssh_private_key(data, cfg.passphrase().encode() if cfg.passphrase else None)
+    except (ValueError, TypeError) as first:
+        text = str(first)
+        if cfg.passphrase and any(word in text.lower() for word in ("password", "decrypt", "passphrase", "checksum")):
+            return "wrong passphrase"
+        return text
+    return str(exc) or type(exc).__name__
 
 
 def _authenticate(cfg: SshConfig, transport) -> None:
