@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,26 +45,29 @@ def free_port(address: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _children(pid: int) -> list[int]:
-    """PIDs whose parent is pid."""
-    out = []
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process (one pass over /proc)."""
+    out = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    out[int(entry)] = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
     return out
 
 
+def _children(pid: int) -> list[int]:
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
 def descendants(pid: int) -> list[int]:
+    parents = _parents()
     out, todo = [], [pid]
     while todo:
-        kids = _children(todo.pop())
+        current = todo.pop()
+        kids = [child for child, parent in parents.items() if parent == current]
         out += kids
         todo += kids
     return out
@@ -105,6 +109,17 @@ class Sshd:
     def sessions(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
         return _children(self.pid)
+
+    def commands(self) -> list[tuple[int, bytes]]:
+        """(pid, command line) of everything the server runs for its clients."""
+        out = []
+        for pid in descendants(self.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    out.append((pid, handle.read().replace(b"\0", b" ")))
+            except OSError:
+                pass
+        return out
 
     def kill_sessions(self) -> int:
         killed = 0
@@ -182,6 +197,33 @@ def _wait_listening(address: str, port: int, process: subprocess.Popen, timeout:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+class SessionKiller:
+    """Kill the server's connections whenever a command matching `needle`
+    runs for a client (at most `times` times), from a background thread;
+    with relentless=True, every connection from the first kill on."""
+
+    def __init__(self, server: Sshd, needle: bytes, times: int = 1, relentless: bool = False):
+        self.server, self.needle, self.times, self.relentless = server, needle, times, relentless
+        self.kills = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop and self.kills < self.times:
+            if (self.relentless and self.kills) or any(self.needle in line for _, line in self.server.commands()):
+                if self.server.kill_sessions():
+                    self.kills += 1
+            time.sleep(0.001)
+
+    def __enter__(self) -> "SessionKiller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        self._thread.join(10)
 
 
 @dataclass

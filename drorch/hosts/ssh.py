@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from drorch.errors import HostAuthError, HostError, HostKeyError, HostUnreachableError
 
 log = logging.getLogger(__name__)
+logging.getLogger("paramiko").addHandler(logging.NullHandler())  # its socket errors are ours to report
 CONNECT_ATTEMPTS = 3
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")  # ≈ 30 % faster than CTR here
 
