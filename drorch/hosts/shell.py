@@ -141,9 +141,10 @@ class Reply:
 
 
 class ShellSession:
-    def __init__(self, channel: Channel, where: str):
+    def __init__(self, channel: Channel, where: str, become: str | None = None, user: str | None = None):
         self.channel = channel
         self.where = where
+        self.become, self.user = become, user
         self.buf = bytearray()
         self.busy = False
         self.uid = self._ready()
@@ -160,10 +161,14 @@ class ShellSession:
                 while self.channel.stderr_ready():
                     err += self.channel.recv_stderr(65536)
                 self.channel.close()
-                raise HostError(f"host {self.where}: cannot start a shell there: "
-                                f"{err.decode(errors='replace').strip() or 'it exited at once'}",
-                                "check that /bin/sh, mktemp and (with become:) `sudo -n` work for "
-                                "the login user on that host")
+                text = err.decode(errors="replace").strip() or "it exited at once"
+                if self.become and "sudo" in text:
+                    raise HostError(f"host {self.where}: become: {self.become} failed: {text}",
+                                    f"let {self.user} run commands as {self.become} without a password "
+                                    f"on that host, e.g. in /etc/sudoers.d/drorch: "
+                                    f"`{self.user} ALL=({self.become}) NOPASSWD: ALL`")
+                raise HostError(f"host {self.where}: cannot start a shell there: {text}",
+                                "check that /bin/sh and mktemp work for the login user on that host")
             line += chunk
         words = line.split()
         if len(words) != 2 or words[0] != b"drorch-shell-ready":
@@ -224,6 +229,7 @@ class ShellPool:
     def __init__(self, connection: SshConnection, become: str | None):
         self.connection = connection
         self.where = connection.config.where
+        self.become = become
         loop = ["sh", "-c", LOOP]
         if become:
             loop = ["sudo", "-n", "-u", become, "--", *loop]
@@ -257,7 +263,8 @@ class ShellPool:
         return None
 
     def _open(self) -> ShellSession:
-        shell = ShellSession(self.connection.open_exec(self._start), self.where)
+        shell = ShellSession(self.connection.open_exec(self._start), self.where, self.become,
+                             self.connection.config.user)
         self.uid = shell.uid
         return shell
 
