@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 from drorch.engine.retention import Rules
 from drorch.errors import UsageError
 from drorch.hosts.local import LocalHost
@@ -55,10 +59,48 @@ def make_host(policy: Policy, name: str):
 
 def make_source(policy: Policy, name: str):
     model = source_policy(policy, name)
-    host = make_host(policy, model.host)
     if model.kind == "files":
+        host = make_host(policy, model.host)
         return FilesSource(name, host, model.paths, model.include, model.exclude, model.one_file_system)
+    if model.kind == "postgres":
+        return _postgres_source(policy, name, model)
     raise UsageError(f"source {name}: kind {model.kind} is not supported yet")
+
+
+def pg_params(model):
+    from drorch.sources.pg_conn import PgParams  # psycopg only when a PostgreSQL source is used
+
+    return PgParams(host=model.host, port=model.port, user=model.user, dbname=model.dbname,
+                    password=model.password.resolve() if model.password else None, sslmode=model.sslmode,
+                    connect_timeout=int(model.connect_timeout.total_seconds()))
+
+
+def this_drorch() -> str:
+    """A command line that runs this drorch (for PostgreSQL's restore_command)."""
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "drorch" and os.access(argv0, os.X_OK):
+        return argv0
+    beside = os.path.join(os.path.dirname(sys.executable), "drorch")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("drorch") or f"{sys.executable} -m drorch.cli.main"
+
+
+def _postgres_source(policy: Policy, name: str, model):
+    from drorch.sources.postgres import PgSettings, PostgresSource
+
+    standby = model.standby
+    from_standby = model.backup_from == "standby"
+    settings = PgSettings(
+        pgdata=(standby.pgdata or model.pgdata) if from_standby else model.pgdata,
+        primary=pg_params(model.connection),
+        standby=pg_params(standby.connection) if standby else None,
+        backup_from=model.backup_from, os_user=model.os_user,
+        drorch_command=model.drorch_command or this_drorch(),
+        policy_path=str(policy.path.resolve()),
+        archive_timeout=model.archive.timeout.total_seconds())
+    host = make_host(policy, standby.host if from_standby else model.host)
+    return PostgresSource(name, host, settings)
 
 
 def retention_rules(policy: Policy, source: str) -> Rules:

@@ -66,3 +66,11 @@ def files_setup(tmp_path):
     repo = tmp_path / "repo"
     policy = write_policy(tmp_path / "policy.yaml", repo, [data])
     return data, repo, policy
+
+
+@pytest.fixture(scope="session")
+def drorch_runtime():
+    """A drorch executable that the postgres and mysql users can run."""
+    from tests.runtime import drorch_runtime as build
+
+    return build()

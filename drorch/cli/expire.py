@@ -23,17 +23,18 @@ def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> Non
     for name in names:
         model = source_policy(policy, name)
         repo = open_repository(policy, model.repository)
-        results.append(run_expire(repo, name, retention_rules(policy, name), dry_run=dry_run))
+        results.append(run_expire(repo, name, retention_rules(policy, name), dry_run=dry_run,
+                                  with_wal=model.kind == "postgres"))
     if as_json:
         emit_json([{"source": r.source, "dry_run": r.dry_run, "expired": r.expired,
-                    "leftovers": r.leftovers, "freed_bytes": r.freed_bytes,
+                    "leftovers": r.leftovers, "freed_bytes": r.freed_bytes, "wal_removed": r.wal_removed,
                     "decisions": [{"label": d.label, "keep": d.keep, "reasons": d.reasons}
                                   for d in r.decisions]} for r in results])
         return
     for r in results:
         verb = "would remove" if dry_run else "removed"
         say(f"{r.source}: {verb} {len(r.expired)} backup(s) and {len(r.leftovers)} unfinished run(s), "
-            f"{human_bytes(r.freed_bytes)}")
+            f"{human_bytes(r.freed_bytes)}" + (f"; {len(r.wal_removed)} WAL file(s)" if r.wal_removed else ""))
         if r.decisions:
             table(["LABEL", "DECISION", "WHY"],
                   [[d.label, "keep" if d.keep else ("expire" if dry_run else "expired"), "; ".join(d.reasons)]

@@ -12,41 +12,73 @@ from drorch.cli.render import emit_json, human_bytes, progress_shown, say
 from drorch.engine.progress import Progress
 from drorch.engine.restore import run_restore
 from drorch.engine.selection import choose_backup
-from drorch.factory import make_host, make_source, open_repository, repository_name
+from drorch.errors import UsageError
+from drorch.factory import make_host, make_source, open_repository, repository_name, source_policy
 from drorch.repo.catalog import Catalog
 from drorch.sources.base import RestoreOptions
-from drorch.timefmt import parse_iso
+from drorch.timefmt import iso, parse_iso
+
+DATABASE_ONLY = ("lsn", "xid", "name", "immediate", "timeline", "exclusive", "action", "standby",
+                 "archive_mode", "primary_conninfo")
 
 
 @click.command("restore")
 @policy_option
 @source_option
 @repository_option
-@click.option("--target", required=True, type=click.Path(), help="directory to restore into (created if missing)")
+@click.option("--target", required=True, type=click.Path(),
+              help="files: directory to restore into; databases: the new data directory (created if missing)")
 @click.option("--backup", "label", metavar="LABEL", help="this backup (default: the latest)")
-@click.option("--time", "moment", metavar="T", help="the newest backup finished at or before T (ISO 8601)")
+@click.option("--time", "moment", metavar="T", help="files: the newest backup finished at or before T; "
+              "databases: the newest backup consistent before T, replayed to T (ISO 8601)")
 @click.option("--include", multiple=True, metavar="GLOB", help="restore only matching paths (repeatable)")
 @click.option("--force", is_flag=True, help="overwrite files in a non-empty target")
 @click.option("--delta", is_flag=True, help="rewrite only what differs and remove what is not in the backup")
+@click.option("--lsn", help="postgres: recover to this LSN")
+@click.option("--xid", help="postgres: recover to this transaction id")
+@click.option("--name", "restore_point", help="postgres: recover to this named restore point")
+@click.option("--immediate", is_flag=True, help="postgres: stop as soon as the backup is consistent "
+              "(recovery target immediate)")
+@click.option("--target-timeline", "timeline", help="postgres: latest, current or a timeline id")
+@click.option("--target-exclusive", "exclusive", is_flag=True, help="postgres: stop just before the target")
+@click.option("--target-action", "action", type=click.Choice(["promote", "pause", "shutdown"]),
+              help="postgres: what the server does at the target (PostgreSQL's default: pause)")
+@click.option("--standby", is_flag=True, help="postgres: write standby.signal (rebuild a standby)")
+@click.option("--primary-conninfo", help="postgres with --standby: how the standby reaches its primary")
+@click.option("--archive-mode", type=click.Choice(["off", "preserve"]),
+              help="postgres: `off` (default) keeps a restored copy from archiving; `preserve` keeps the setting")
 @json_option
-def restore(policy_path, source, repository, target, label, moment, include, force, delta, as_json) -> None:
-    """Restore a backup (files land at TARGET/<original absolute path>)."""
+def restore(policy_path, source, repository, target, label, moment, include, force, delta, as_json,
+            **db_options) -> None:
+    """Restore a backup.  Files land at TARGET/<original absolute path>; a database's
+    data directory becomes TARGET."""
     policy = load(policy_path)
     name = pick_source(policy, source)
+    kind = source_policy(policy, name).kind
+    db_options = {k: v for k, v in db_options.items() if v}
+    if kind == "files" and db_options:
+        raise UsageError(f"--{next(iter(db_options)).replace('_', '-')} applies to database sources only")
     repo = open_repository(policy, repository_name(policy, name, repository))
-    manifest = choose_backup(Catalog(repo), name, label, parse_iso(moment) if moment else None)
-    options = RestoreOptions(target=os.path.abspath(target), force=force, delta=delta, include=list(include))
+    when = parse_iso(moment) if moment else None
+    manifest = choose_backup(Catalog(repo), name, label, when, db_options.get("lsn"))
+    if kind == "postgres" and when:
+        db_options["time"] = iso(when).replace("Z", "+00")
+    options = RestoreOptions(target=os.path.abspath(target), force=force, delta=delta, include=list(include),
+                             source_options=db_options)
     host = make_host(policy, "local")
     progress = Progress()
     with progress_shown(progress, f"restore {manifest.label}"):
         result = run_restore(repo, make_source(policy, name), manifest, options, host, progress=progress)
     if as_json:
-        emit_json(asdict(result))
+        emit_json({**asdict(result), "recovery": db_options or None})
         return
     say(f"restored {manifest.type} backup {manifest.label} of {name} into {options.target}: "
         f"{result.files} files written ({human_bytes(result.bytes_written)}) in {result.seconds:.1f}s")
     if delta:
         say(f"  delta: {result.unchanged_files} files already right, {result.removed} removed")
+    if kind == "postgres":
+        target_text = ", ".join(f"{k}={v}" for k, v in db_options.items()) or "end of the archive"
+        say(f"  recovery: {target_text}; start the server on {options.target} to recover")
 
 
 def register(cli: click.Group) -> None:

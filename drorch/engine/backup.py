@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 
 from drorch import __version__
+from drorch.engine import wal
 from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
@@ -68,11 +69,14 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
 
 
 class _Backup:
+    archive_timeout = 60.0
+
     def __init__(self, repo, source, requested, checksum, progress, lock, workers):
         self.repo, self.source, self.requested = repo, source, requested
         self.checksum, self.progress, self.lock, self.workers = checksum, progress, lock, workers
         self.warnings: list[str] = []
         self.phase = "plan"
+        self.archive_timeout = getattr(getattr(source, "settings", None), "archive_timeout", 60.0)
 
     def warn(self, message: str) -> None:
         log.warning("%s: %s", self.source.name, message)
@@ -137,6 +141,10 @@ class _Backup:
             pipeline.add_generated(entry, data)
             entries.append(entry)
         packer.flush()
+        required = getattr(self.source, "required_archive", None)
+        if required is not None:
+            self._set_phase("archive")
+            wal.wait_for(self.repo, self.source.name, required(end.facts), self.archive_timeout)
         self.warnings += stats.warnings
         entries = _drop_vanished(entries)
         self._set_phase("commit")

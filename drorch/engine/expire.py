@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from drorch.engine import wal
 from drorch.engine.retention import BackupRef, Decision, Rules, decide
 from drorch.errors import RepositoryError
 from drorch.repo import layout
@@ -31,10 +32,13 @@ class ExpireResult:
     expired: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # labels of runs that never committed
     freed_bytes: int = 0
+    wal_removed: list[str] = field(default_factory=list)
 
 
 def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = False,
-               now: datetime | None = None, lock_wait: float = 0.0) -> ExpireResult:
+               now: datetime | None = None, lock_wait: float = 0.0, with_wal: bool = False) -> ExpireResult:
+    """Apply retention to one source; with_wal also removes archived WAL that no
+    kept backup needs (everything before the oldest kept backup's start)."""
     now = now or utcnow()
     with SourceLock(repo, source, "expire").acquire(wait=lock_wait):
         catalog = Catalog(repo)
@@ -52,6 +56,10 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
         unfinished = {run.label for run in catalog.runs(source) if run.status == "incomplete"}
         result.leftovers = sorted((_data_labels(repo, source) - committed) | unfinished)
         result.freed_bytes = sum(_size(repo, source, label) for label in result.expired + result.leftovers)
+        if with_wal:
+            starts = [m.source_facts.get("start_wal") for m in backups if m.label in kept]
+            oldest = min((s for s in starts if s), key=wal.position_key, default=None)
+            result.wal_removed = wal.expirable(repo, source, oldest)
         if dry_run:
             return result
         for label in result.expired:
@@ -63,6 +71,8 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
             _delete_data(repo, source, label)
             log.info("%s: removed the leftovers of run %s, which never committed", source, label)
         _prune_run_records(repo, source, committed - set(result.expired), now)
+        for name in result.wal_removed:  # after the manifests of the backups that needed them
+            repo.storage.delete(wal.wal_key(source, name))
         return result
 
 

@@ -62,6 +62,7 @@ class Pipeline:
         self.progress = progress
         self.checksum_all = checksum_all
         self.block_size = repo.block_size
+        self._inspect = getattr(source, "inspect", None)
         self.stats = PipelineStats()
         self._stats_lock = threading.Lock()
         workers = workers or max(2, os.cpu_count() or 2)
@@ -152,8 +153,11 @@ class Pipeline:
         with self._stats_lock:
             self.stats.warnings.append(message)
 
-    def _store(self, data: bytes, ref_block: tuple | None, index: int, sha: str | None = None) -> tuple:
+    def _store(self, data: bytes, ref_block: tuple | None, index: int, sha: str | None = None,
+               entry: Entry | None = None, offset: int = 0) -> tuple:
         """One block: reuse the parent's when identical, else encode and pack it."""
+        if self._inspect is not None and entry is not None:
+            self._inspect(entry, offset, data)
         sha = sha or hashlib.sha256(data).hexdigest()
         if ref_block is not None and ref_block[5] == sha and ref_block[4] == len(data):
             return tuple(ref_block)
@@ -179,7 +183,7 @@ class Pipeline:
             return
         ref_block = ref.blocks[0] if ref is not None and ref.bs == 0 and ref.blocks else None
         entry.bs = 0
-        entry.blocks = [self._store(data, ref_block, 0)] if data else []
+        entry.blocks = [self._store(data, ref_block, 0, entry=entry)] if data else []
         entry.checksum = checksum_of(entry.blocks, 0)
         self.progress.add(files=1, nbytes=len(data))
 
@@ -225,7 +229,8 @@ class Pipeline:
                 if not data:
                     break
                 self._count("read_bytes", len(data))
-                blocks.append(self._store(data, _ref_block(ref, bs, len(blocks)), len(blocks)))
+                blocks.append(self._store(data, _ref_block(ref, bs, len(blocks)), len(blocks),
+                                          entry=entry, offset=offset))
                 offset += len(data)
             after = self.source.restat(entry)
             if not self.source.detect_torn or (
@@ -251,7 +256,8 @@ class Pipeline:
                 self._unreadable(entry, exc)
         if data is not None:
             self._count("read_bytes", len(data))
-            entry.blocks[index] = self._store(data, _ref_block(state.ref, entry.bs, index), index)
+            entry.blocks[index] = self._store(data, _ref_block(state.ref, entry.bs, index), index,
+                                              entry=entry, offset=offset)
             self.progress.add(nbytes=len(data))
         with state.lock:
             state.remaining -= 1

@@ -57,7 +57,7 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
     all_entries = read_entries(repo, manifest)
     entries = materialise_hardlinks(select_entries(all_entries, options.include), all_entries)
     check_target(host, options)
-    source.prepare_restore(options, manifest.source_facts)
+    source.prepare_restore(options, manifest.source_facts, host)
     tree = _TreeRestore(repo, manifest, host, options, progress, workers)
     result = tree.run(entries)
     if result.failures:
@@ -68,7 +68,7 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
             "the repository is damaged: run `drorch verify`; the other files were restored "
             "(use --include to restore a subset)")
     progress.phase = "finish"
-    source.finish_restore(options, manifest.source_facts)
+    source.finish_restore(options, manifest.source_facts, host)
     result.seconds = time.monotonic() - started
     return result
 

@@ -100,10 +100,20 @@ def _cross_references(policy: Policy) -> list[str]:
             known = ", ".join(sorted(policy.repositories)) or "none defined"
             problems.append(f"{policy.where('sources', name, 'repository')}: sources.{name}.repository: "
                             f"no repository named {source.repository!r} (repositories: {known})")
-        if source.host != "local":
-            problems.append(f"{policy.where('sources', name, 'host')}: sources.{name}.host: "
-                            f"no host named {source.host!r}; only `local` is available")
+        for keys, host in _host_refs(source):
+            if host != "local":
+                problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "
+                                f"no host named {host!r}; only `local` is available")
     return problems
+
+
+def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, host name) of every host a source refers to."""
+    refs = [(("host",), source.host)]
+    standby = getattr(source, "standby", None)
+    if standby is not None:
+        refs.append((("standby", "host"), standby.host))
+    return refs
 
 
 def _real_loc(data: Any, loc: tuple) -> tuple:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from datetime import timedelta
 
-from drorch.policy.types import Duration, Name
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from drorch.policy.types import Duration, Name, SecretRef
 
 
 class Model(BaseModel):
@@ -102,10 +104,66 @@ class FilesSource(SourceBase):
         return value
 
 
+class PgConnection(Model):
+    """How drorch connects to a PostgreSQL server (psycopg)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "postgres"
+    dbname: str = "postgres"
+    password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    connect_timeout: Duration = timedelta(seconds=10)
+
+
+class PgStandby(Model):
+    """The streaming standby a backup may be taken from (backup_from: standby)."""
+
+    host: Name = Field("local", description="`local` or the name of an entry of `hosts:`")
+    connection: PgConnection
+    pgdata: str | None = Field(None, description="the standby's data directory (default: the source's pgdata)")
+
+
+class PgArchive(Model):
+    """WAL archiving."""
+
+    timeout: Duration = Field(timedelta(seconds=60),
+                              description="how long a backup waits for its WAL to reach the archive")
+
+
+class PostgresSource(SourceBase):
+    """A PostgreSQL cluster: physical base backups plus WAL, or logical dumps."""
+
+    kind: Literal["postgres"]
+    mode: Literal["physical", "logical"] = "physical"
+    pgdata: str | None = Field(None, description="the data directory (required for mode physical)")
+    connection: PgConnection = PgConnection()
+    backup_from: Literal["primary", "standby"] = "primary"
+    standby: PgStandby | None = None
+    os_user: str = Field("postgres", description="the OS user that owns the data directory")
+    bin_dir: str = Field("/usr/lib/postgresql/15/bin", description="where pg_dump, pg_ctl... live")
+    drorch_command: str | None = Field(
+        None, description="how the PostgreSQL server runs drorch (restore_command); default: this drorch")
+    databases: list[str] = Field(default_factory=list, description="mode logical: these databases (default all)")
+    archive: PgArchive = PgArchive()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PostgresSource":
+        if self.mode == "physical" and not self.pgdata:
+            raise ValueError("mode physical needs `pgdata` (the data directory)")
+        if self.pgdata:
+            _absolute(self.pgdata)
+        if self.backup_from == "standby" and self.standby is None:
+            raise ValueError("backup_from: standby needs a `standby:` section (host, connection)")
+        if self.mode == "logical" and self.retention.diff is not None:
+            raise ValueError("mode logical takes full backups only: remove retention.diff")
+        return self
+
+
 Source = Annotated[
-    Union[Annotated[FilesSource, Tag("files")]],
+    Union[Annotated[FilesSource, Tag("files")], Annotated[PostgresSource, Tag("postgres")]],
     Discriminator(_tag("kind"), custom_error_type="invalid_kind",
-                  custom_error_message="`kind` must be one of: files"),
+                  custom_error_message="`kind` must be one of: files, postgres"),
 ]
 
 

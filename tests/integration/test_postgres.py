@@ -1,0 +1,282 @@
+"""PostgreSQL physical backups against real PostgreSQL 15 clusters: consistency
+under pgbench load, PITR, backup from a standby, the WAL archive's rules,
+page checksum errors."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from tests.pg import BIN, Cluster, as_postgres, shared_tmpdir
+
+SOURCE = "main-db"
+
+
+def policy_text(repo, cluster, runtime, extra: str = "") -> str:
+    return f"""\
+repositories:
+  local:
+    type: posix
+    path: {repo}
+sources:
+  {SOURCE}:
+    kind: postgres
+    repository: local
+    pgdata: {cluster.pgdata}
+    connection: {{host: 127.0.0.1, port: {cluster.port}, user: postgres, dbname: postgres}}
+    drorch_command: {runtime}
+    archive: {{timeout: 30s}}
+{extra}"""
+
+
+class Env:
+    """A primary with WAL archiving into a drorch repository, and its policy."""
+
+    def __init__(self, runtime):
+        self.base = shared_tmpdir("drorch-pg-")
+        self.repo = self.base / "repo"
+        self.repo.mkdir()
+        subprocess.run(["chown", "postgres:postgres", str(self.repo)], check=True)
+        self.primary = Cluster(self.base, "primary")
+        self.policy = self.base / "policy.yaml"
+        self.runtime = runtime
+        self.clusters = [self.primary]
+        self.primary.init(archive_mode="on", archive_command=f"'{runtime} wal-push --policy {self.policy} "
+                                                            f"--source {SOURCE} %p'", archive_timeout="0")
+        self.write_policy()
+        self.primary.start()
+
+    def write_policy(self, extra: str = "") -> None:
+        self.policy.write_text(policy_text(self.repo, self.primary, self.runtime, extra))
+
+    def restored(self, name: str) -> Cluster:
+        cluster = Cluster(self.base, name)
+        self.clusters.append(cluster)
+        return cluster
+
+    def start_restored(self, cluster: Cluster) -> Cluster:
+        cluster.configure(unix_socket_directories=f"'{cluster.pgdata}'")
+        cluster.start(wait=False)
+        cluster.started = True
+        return cluster
+
+    def close(self) -> None:
+        for cluster in self.clusters:
+            cluster.kill()
+        subprocess.run(["rm", "-rf", str(self.base)], check=False)
+
+
+@pytest.fixture(scope="module")
+def env(drorch_runtime):
+    env = Env(drorch_runtime)
+    try:
+        env.primary.pgbench("-i", "-s", "2", "-q")
+        env.primary.sql("CREATE TABLE checks (seq int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+        yield env
+    finally:
+        env.close()
+
+
+class Writer:
+    """Commits rows 1, 2, 3... into `checks` until stopped, and runs pgbench beside it."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.stop = threading.Event()
+        self.committed = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.bench = None
+
+    def _run(self) -> None:
+        with self.cluster.connect() as conn:
+            seq = conn.execute("SELECT coalesce(max(seq), 0) FROM checks").fetchone()[0]
+            while not self.stop.is_set():
+                seq += 1
+                conn.execute("INSERT INTO checks (seq) VALUES (%s)", (seq,))
+                self.committed = seq
+
+    def __enter__(self) -> "Writer":
+        self.thread.start()
+        self.bench = subprocess.Popen([str(BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(self.cluster.port),
+                                       "-U", "postgres", "-c", "2", "-T", "600", "-n", "postgres"],
+                                      user="postgres", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while self.committed < 5:
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bench.terminate()
+        self.bench.wait()
+
+
+def assert_consistent(cluster: Cluster, at_least: int) -> int:
+    seqs = [row[0] for row in cluster.sql("SELECT seq FROM checks ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1)), "restored check rows are not a gap-free prefix"
+    assert len(seqs) >= at_least
+    balances = cluster.sql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), "
+                           "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "
+                           "(SELECT sum(tbalance) FROM pgbench_tellers), (SELECT sum(bbalance) FROM pgbench_branches)")[0]
+    assert len(set(balances)) == 1, f"pgbench invariant broken: {balances}"
+    amcheck = as_postgres([BIN / "pg_amcheck", "-h", "127.0.0.1", "-p", cluster.port, "-U", "postgres",
+                           "--all", "--install-missing"], check=False)
+    assert amcheck.returncode == 0, amcheck.stdout + amcheck.stderr
+    return len(seqs)
+
+
+def test_full_incr_diff_under_load_each_restores_consistent(env, drorch):
+    rows_before = {}
+    labels = []
+    for btype in ["full", "incr", "diff"]:
+        with Writer(env.primary) as writer:
+            rows_before[btype] = writer.committed
+            result = drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", btype, "--json")
+        assert result.code == 0, result.err
+        backup = result.json()
+        assert backup["type"] == btype
+        assert backup["warnings"] == [], backup["warnings"]  # no false page-checksum alarms under load
+        labels.append(backup["label"])
+    incr = drorch("show", "--policy", env.policy, "--source", SOURCE, "--backup", labels[1], "--json").json()
+    full = drorch("show", "--policy", env.policy, "--source", SOURCE, "--backup", labels[0], "--json").json()
+    assert incr["stored_bytes"] < full["stored_bytes"] / 2  # block-level: only changed blocks
+    facts = full["manifest"]["source_facts"]
+    assert facts["system_identifier"] and facts["start_lsn"] and facts["stop_lsn"] and facts["data_checksums"]
+    assert "START WAL LOCATION" in facts["backup_label"]
+
+    for label, btype in zip(labels, ["full", "incr", "diff"]):
+        target = env.base / f"restore-{btype}"
+        result = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--backup", label,
+                        "--target", target, "--immediate", "--target-action", "promote")
+        assert result.code == 0, result.err
+        assert oct(target.stat().st_mode & 0o777) == "0o700"
+        cluster = env.start_restored(env.restored(target.name))
+        cluster.wait_recovered()
+        assert_consistent(cluster, at_least=rows_before[btype])
+        cluster.kill()
+
+
+def test_pitr_restores_exactly_the_first_of_two_commits(env, drorch):
+    assert drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full").code == 0
+    env.primary.sql("CREATE TABLE IF NOT EXISTS pitr (name text)")
+    env.primary.sql("INSERT INTO pitr VALUES ('first')")
+    first = env.primary.scalar("SELECT clock_timestamp()")
+    time.sleep(1.2)
+    env.primary.sql("INSERT INTO pitr VALUES ('second')")
+    env.primary.sql("SELECT pg_switch_wal()")
+    between = (first + timedelta(seconds=0.6)).astimezone(timezone.utc).isoformat()
+    target = env.base / "restore-pitr"
+    result = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--time", between,
+                    "--target", target, "--target-action", "promote")
+    assert result.code == 0, result.err
+    cluster = env.start_restored(env.restored(target.name))
+    deadline = time.monotonic() + 60
+    while True:  # wait for the needed WAL to be archived and replayed
+        try:
+            cluster.wait_recovered(timeout=5)
+            break
+        except TimeoutError:
+            assert time.monotonic() < deadline, cluster.log()[-3000:]
+    assert [r[0] for r in cluster.sql("SELECT name FROM pitr ORDER BY name")] == ["first"]
+
+    # a restored copy never archives into production's archive
+    cluster.sql("SELECT pg_switch_wal()")
+    assert cluster.scalar("SHOW archive_mode") == "off"
+    cluster.kill()
+
+
+def test_wal_archive_refuses_conflicts_and_foreign_clusters(env, drorch, tmp_path):
+    env.primary.sql("SELECT pg_switch_wal()")
+    env.primary.sql("CREATE TABLE IF NOT EXISTS bump (x int); INSERT INTO bump VALUES (1)")
+    env.primary.sql("SELECT pg_switch_wal()")
+    time.sleep(1)
+    archived = sorted(p for p in (env.repo / "wal" / SOURCE).rglob("0*") if len(p.name) == 24)
+    assert archived, "archive_command did not archive anything"
+    name = archived[-1].name
+    # the same content again: accepted; other content: refused
+    fetched = tmp_path / name
+    assert drorch("wal-get", "--policy", env.policy, "--source", SOURCE, name, fetched).code == 0
+    assert drorch("wal-push", "--policy", env.policy, "--source", SOURCE, fetched).code == 0
+    data = bytearray(fetched.read_bytes())
+    data[5000] ^= 0xFF
+    fetched.write_bytes(bytes(data))
+    conflict = drorch("wal-push", "--policy", env.policy, "--source", SOURCE, fetched)
+    assert conflict.code == 1 and "different content" in conflict.err
+    # WAL of another cluster is refused
+    other = Cluster(env.base, "other")
+    env.clusters.append(other)
+    other.init().start()
+    other.sql("SELECT pg_switch_wal()")
+    segment = sorted((other.pgdata / "pg_wal").glob("0*"))[0]
+    foreign = drorch("wal-push", "--policy", env.policy, "--source", SOURCE, segment)
+    assert foreign.code == 1 and "system identifier" in foreign.err
+    other.kill()
+    missing = drorch("wal-get", "--policy", env.policy, "--source", SOURCE, "00000009000000000000FFFF", tmp_path / "x")
+    assert missing.code == 1 and "not in the archive" in missing.err
+
+
+def test_backup_from_a_streaming_standby(env, drorch):
+    standby = Cluster(env.base, "standby")
+    env.clusters.append(standby)
+    as_postgres([BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", env.primary.port, "-U", "postgres",
+                 "-D", standby.pgdata, "-R", "-X", "stream", "-c", "fast"])
+    standby.configure(unix_socket_directories=f"'{standby.pgdata}'")
+    standby.start()
+    env.write_policy(f"""\
+    backup_from: standby
+    standby: {{host: local, pgdata: {standby.pgdata}, connection: {{host: 127.0.0.1, port: {standby.port}, user: postgres}}}}
+""")
+    try:
+        with Writer(env.primary) as writer:
+            before = writer.committed
+            result = drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full", "--json")
+        assert result.code == 0, result.err
+        facts = drorch("show", "--policy", env.policy, "--source", SOURCE, "--backup", result.json()["label"],
+                       "--json").json()["manifest"]["source_facts"]
+        assert facts["backup_from"] == "standby"
+        target = env.base / "restore-from-standby"
+        assert drorch("restore", "--policy", env.policy, "--source", SOURCE, "--target", target,
+                      "--immediate", "--target-action", "promote").code == 0
+        restored = env.start_restored(env.restored(target.name))
+        restored.wait_recovered()
+        assert_consistent(restored, at_least=before)
+        restored.kill()
+    finally:
+        env.write_policy()
+        standby.kill()
+
+
+def test_restore_refuses_a_running_cluster_even_with_force(env, drorch):
+    result = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--target", env.primary.pgdata,
+                    "--force")
+    assert result.code == 1 and "is running" in result.err
+    assert env.primary.scalar("SELECT 1") == 1
+
+
+def test_corrupted_page_is_reported_with_file_and_block(env, drorch):
+    env.primary.sql("CREATE TABLE victim AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")
+    env.primary.sql("CHECKPOINT")
+    path = env.primary.scalar("SELECT pg_relation_filepath('victim')")
+    env.primary.stop()
+    with open(env.primary.pgdata / path, "r+b") as handle:
+        handle.seek(8192 * 3 + 4000)  # inside page 3, away from its header
+        byte = handle.read(1)
+        handle.seek(8192 * 3 + 4000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    env.primary.start()
+    try:
+        result = drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full", "--json")
+        assert result.code == 0, result.err
+        warnings = result.json()["warnings"]
+        assert any(path in w and "block 3" in w and "checksum" in w for w in warnings), warnings
+    finally:
+        env.primary.stop()
+        with open(env.primary.pgdata / path, "r+b") as handle:  # undo, for the other tests
+            handle.seek(8192 * 3 + 4000)
+            handle.write(byte)
+        env.primary.start()
