@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -201,7 +202,8 @@ class Pipeline:
             if now is None:
                 self._vanished(entry)
                 return None
-            if now.same_stat(entry) and len(data) == entry.size:
+            if now.same_stat(entry) and len(data) == entry.size and not (
+                    _racy(now) and self.source.read(entry, 0, self.block_size + 1) != data):
                 return data
             _take_stat(entry, now)
             if attempt == TORN_RETRIES:
@@ -234,7 +236,8 @@ class Pipeline:
                 offset += len(data)
             after = self.source.restat(entry)
             if not self.source.detect_torn or (
-                    after is not None and after.same_stat(entry) and offset == entry.size):
+                    after is not None and after.same_stat(entry) and offset == entry.size
+                    and not (_racy(after) and not self._same_again(entry, blocks))):
                 break
             if attempt == TORN_RETRIES:
                 self._torn(entry)
@@ -276,8 +279,8 @@ class Pipeline:
             if now is None:
                 self._vanished(entry)
                 return
-            if not complete or not now.same_stat(entry):
-                self._store_streamed(entry, state.ref)  # rare: changed while read
+            if not complete or not now.same_stat(entry) or _racy(now):
+                self._store_streamed(entry, state.ref)  # rare: changed, or changed too recently to tell
                 return
         elif None in entry.blocks:
             self._vanished(entry)
@@ -285,6 +288,16 @@ class Pipeline:
         entry.size = sum(block[4] for block in entry.blocks)
         entry.checksum = checksum_of(entry.blocks, entry.bs)
         self.progress.add(files=1)
+
+    def _same_again(self, entry: Entry, blocks: list) -> bool:
+        """Read a file once more and compare it, block by block, with what was stored."""
+        offset = 0
+        for block in blocks:
+            data = self.source.read(entry, offset, block[4])
+            if hashlib.sha256(data).hexdigest() != block[5]:
+                return False
+            offset += len(data)
+        return len(self.source.read(entry, offset, 1)) == 0
 
     def _vanished(self, entry: Entry) -> None:
         entry.flags = ["vanished"]
@@ -300,6 +313,16 @@ class Pipeline:
         self._count("torn_files")
         self._warn(f"/{entry.path} kept changing while it was read; the stored copy may be "
                    "inconsistent (flagged torn)")
+
+
+RACY_NS = 2_000_000_000
+
+
+def _racy(now: Entry) -> bool:
+    """Modified so recently that a change within the file system's timestamp
+    granularity could hide behind an unchanged mtime: the read is confirmed by
+    reading again (git calls such entries "racily clean")."""
+    return time.time_ns() - max(now.mtime_ns, now.ctime_ns) < RACY_NS
 
 
 def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:
