@@ -279,8 +279,9 @@ class Pipeline:
             if now is None:
                 self._vanished(entry)
                 return
-            if not complete or not now.same_stat(entry) or _racy(now):
-                self._store_streamed(entry, state.ref)  # rare: changed, or changed too recently to tell
+            if not complete or not now.same_stat(entry) or (
+                    _racy(now) and not self._same_again(entry, entry.blocks)):
+                self._store_streamed(entry, state.ref)  # rare: changed while it was read
                 return
         elif None in entry.blocks:
             self._vanished(entry)
