@@ -89,6 +89,11 @@ def this_drorch() -> str:
 def _postgres_source(policy: Policy, name: str, model):
     from drorch.sources.postgres import PgSettings, PostgresSource
 
+    if model.mode == "logical":
+        from drorch.sources.pg_logical import PgLogicalSource
+
+        return PgLogicalSource(name, pg_params(model.connection), model.bin_dir, model.databases)
+
     standby = model.standby
     from_standby = model.backup_from == "standby"
     settings = PgSettings(

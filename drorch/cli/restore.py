@@ -10,7 +10,7 @@ import click
 from drorch.cli.common import json_option, load, pick_source, policy_option, repository_option, source_option
 from drorch.cli.render import emit_json, human_bytes, progress_shown, say
 from drorch.engine.progress import Progress
-from drorch.engine.restore import run_restore
+from drorch.engine.restore import run_database_restore, run_restore
 from drorch.engine.selection import choose_backup
 from drorch.errors import UsageError
 from drorch.factory import make_host, make_source, open_repository, repository_name, source_policy
@@ -26,7 +26,7 @@ DATABASE_ONLY = ("lsn", "xid", "name", "immediate", "timeline", "exclusive", "ac
 @policy_option
 @source_option
 @repository_option
-@click.option("--target", required=True, type=click.Path(),
+@click.option("--target", type=click.Path(),
               help="files: directory to restore into; databases: the new data directory (created if missing)")
 @click.option("--backup", "label", metavar="LABEL", help="this backup (default: the latest)")
 @click.option("--time", "moment", metavar="T", help="files: the newest backup finished at or before T; "
@@ -47,9 +47,12 @@ DATABASE_ONLY = ("lsn", "xid", "name", "immediate", "timeline", "exclusive", "ac
 @click.option("--primary-conninfo", help="postgres with --standby: how the standby reaches its primary")
 @click.option("--archive-mode", type=click.Choice(["off", "preserve"]),
               help="postgres: `off` (default) keeps a restored copy from archiving; `preserve` keeps the setting")
+@click.option("--database", help="postgres logical: restore this database into its server")
+@click.option("--into", help="with --database: under this name (default: its own; it must not exist)")
+@click.option("--table", help="with --database: only this table")
 @json_option
 def restore(policy_path, source, repository, target, label, moment, include, force, delta, as_json,
-            **db_options) -> None:
+            database, into, table, **db_options) -> None:
     """Restore a backup.  Files land at TARGET/<original absolute path>; a database's
     data directory becomes TARGET."""
     policy = load(policy_path)
@@ -61,6 +64,11 @@ def restore(policy_path, source, repository, target, label, moment, include, for
     repo = open_repository(policy, repository_name(policy, name, repository))
     when = parse_iso(moment) if moment else None
     manifest = choose_backup(Catalog(repo), name, label, when, db_options.get("lsn"))
+    if database or into or table:
+        _restore_database(policy, name, repo, manifest, database, into, table, as_json)
+        return
+    if not target:
+        raise UsageError("say where to restore with --target DIR (or --database NAME for a logical backup)")
     if kind == "postgres" and when:
         db_options["time"] = iso(when).replace("Z", "+00")
     options = RestoreOptions(target=os.path.abspath(target), force=force, delta=delta, include=list(include),
@@ -79,6 +87,21 @@ def restore(policy_path, source, repository, target, label, moment, include, for
     if kind == "postgres":
         target_text = ", ".join(f"{k}={v}" for k, v in db_options.items()) or "end of the archive"
         say(f"  recovery: {target_text}; start the server on {options.target} to recover")
+
+
+def _restore_database(policy, name, repo, manifest, database, into, table, as_json) -> None:
+    if not database:
+        raise UsageError("--into and --table go with --database NAME")
+    if manifest.source_facts.get("mode") != "logical":
+        raise UsageError(f"backup {manifest.label} is not a logical backup: --database restores a dump; "
+                         "restore a physical backup with --target DIR")
+    seconds = run_database_restore(repo, make_source(policy, name), manifest, database, into, table)
+    if as_json:
+        emit_json({"source": name, "backup": manifest.label, "database": database, "into": into or database,
+                   "table": table, "seconds": round(seconds, 3)})
+        return
+    say(f"restored database {database} of backup {manifest.label} as {into or database}"
+        + (f" (table {table})" if table else "") + f" in {seconds:.1f}s")
 
 
 def register(cli: click.Group) -> None:

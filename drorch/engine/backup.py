@@ -12,7 +12,7 @@ from drorch.engine import wal
 from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
-from drorch.errors import DrorchError
+from drorch.errors import DrorchError, UsageError
 from drorch.faults import checkpoint
 from drorch.fsmeta import DIR, HARDLINK, Entry
 from drorch.repo import layout
@@ -59,6 +59,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
                workers: int | None = None) -> BackupResult:
     if requested not in TYPES:
         raise DrorchError(f"unknown backup type {requested!r}", "use full, diff or incr", exit_code=2)
+    if requested != "full" and getattr(source, "full_only", False):
+        raise UsageError(f"source {source.name} takes full backups only (mode logical); use --type full")
     progress = progress or Progress()
     progress.phase = "lock"
     lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
@@ -128,6 +130,10 @@ class _Backup:
                     self.progress.plan(files=1, nbytes=entry.size)
                     entries.append(entry)
                     pipeline.add(entry, reference.get(entry.path))
+                for entry, chunks in getattr(self.source, "streams", lambda warn: [])(self.warn):
+                    self.progress.plan(files=1)
+                    entries.append(entry)
+                    pipeline.add_stream(entry, chunks)
                 stats = pipeline.drain()
             except BaseException:
                 pipeline.abort()

@@ -71,6 +71,7 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(workers * 3)
         self._batch: list[tuple[Entry, Entry | None]] = []
         self._batch_bytes = 0
+        self._streams: list[Entry] = []
         self._error: BaseException | None = None
 
     # -- submitting (main thread) --------------------------------------------------
@@ -106,6 +107,31 @@ class Pipeline:
         entry.checksum = checksum_of(entry.blocks, 0)
         self.progress.add(files=1, nbytes=len(data))
 
+    def add_stream(self, entry: Entry, chunks) -> None:
+        """Store a stream the source produces (e.g. pg_dump's output) as blocks,
+        compressed in the workers while the stream is still being read."""
+        bs = self.block_size
+        entry.bs, entry.blocks, entry.size = bs, [], 0
+        buffer = bytearray()
+        for chunk in chunks:
+            buffer += chunk
+            while len(buffer) >= bs:
+                self._submit_stream_block(entry, bytes(buffer[:bs]))
+                del buffer[:bs]
+        if buffer:
+            self._submit_stream_block(entry, bytes(buffer))
+        self._streams.append(entry)
+
+    def _submit_stream_block(self, entry: Entry, data: bytes) -> None:
+        index = len(entry.blocks)
+        entry.blocks.append(None)
+        entry.size += len(data)
+        self._submit(self._store_stream_block, entry, index, data)
+
+    def _store_stream_block(self, entry: Entry, index: int, data: bytes) -> None:
+        entry.blocks[index] = self._store(data, None, index)
+        self.progress.add(nbytes=len(data))
+
     def drain(self) -> PipelineStats:
         """Wait for every submitted read; the packer stays open for add_generated()."""
         try:
@@ -114,6 +140,9 @@ class Pipeline:
         finally:
             self._pool.shutdown(wait=True)
         self._raise_if_failed()
+        for entry in self._streams:
+            entry.checksum = checksum_of(entry.blocks, entry.bs)
+            self.progress.add(files=1)
         return self.stats
 
     def abort(self) -> None:

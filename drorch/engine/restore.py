@@ -73,6 +73,17 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
     return result
 
 
+def run_database_restore(repo: Repository, source, manifest: Manifest, database: str, into: str | None,
+                         table: str | None = None) -> float:
+    """Restore one database of a logical backup into a server (as `into`)."""
+    path = source.dump_path(database)
+    entry = next((e for e in read_entries(repo, manifest) if e.path == path), None)
+    if entry is None:
+        have = ", ".join(manifest.source_facts.get("databases") or []) or "none"
+        raise RestoreError(f"backup {manifest.label} holds no dump of database {database!r} (it has: {have})")
+    return source.restore_database(database, into or database, entry_chunks(repo, manifest.source, entry), table)
+
+
 def check_target(host: Host, options: RestoreOptions) -> None:
     """Refuse a non-empty target unless --force or --delta (nothing is touched)."""
     if options.force and options.delta:
@@ -276,6 +287,22 @@ class _TreeRestore:
                 slot[0].close()
                 slot[0] = _Closed()
         log.error("restore of /%s failed: %s", entry.path, why)
+
+
+def entry_chunks(repo: Repository, source: str, entry: Entry):
+    """The bytes of one file entry, block by block, each checked against its SHA-256."""
+    for index, block in enumerate(entry.blocks):
+        key = layout.pack_key(source, block[0], block[1])
+        try:
+            blob = repo.storage.get_range(key, block[2], block[3])
+        except NotFoundError:
+            raise RestoreError(f"/{entry.path}: its data object {key} is missing from the repository",
+                               "run `drorch verify`; restore from another backup or a copy") from None
+        raw = repo.codec.decode(blob, what=key)
+        if hashlib.sha256(raw).hexdigest() != block[5]:
+            raise RestoreError(f"/{entry.path}: block {index} fails its checksum (object {key})",
+                               "the repository is damaged: run `drorch verify`")
+        yield raw
 
 
 class _Closed:

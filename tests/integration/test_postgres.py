@@ -280,3 +280,32 @@ def test_corrupted_page_is_reported_with_file_and_block(env, drorch):
             handle.seek(8192 * 3 + 4000)
             handle.write(byte)
         env.primary.start()
+
+
+def test_logical_backup_and_restore_of_one_database(env, drorch):
+    env.primary.sql("CREATE DATABASE shop")
+    env.primary.sql("CREATE TABLE orders (id int PRIMARY KEY, item text); "
+                    "INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 500) g", dbname="shop")
+    env.primary.sql("CREATE TABLE notes (t text); INSERT INTO notes VALUES ('hello')", dbname="shop")
+    logical = env.base / "logical.yaml"
+    logical.write_text(policy_text(env.repo, env.primary, env.runtime).replace(
+        f"  {SOURCE}:\n    kind: postgres", "  dumps:\n    kind: postgres\n    mode: logical\n    databases: [shop]"))
+    assert drorch("backup", "--policy", logical, "--source", "dumps", "--type", "incr").code == 2
+    result = drorch("backup", "--policy", logical, "--source", "dumps", "--type", "full", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["stats"]["files"] == 2  # globals.sql and the shop dump
+    restored = drorch("restore", "--policy", logical, "--source", "dumps", "--database", "shop", "--into", "shop_copy")
+    assert restored.code == 0, restored.err
+    assert env.primary.scalar("SELECT count(*) FROM orders", dbname="shop_copy") == 500
+    assert env.primary.scalar("SELECT t FROM notes", dbname="shop_copy") == "hello"
+    again = drorch("restore", "--policy", logical, "--source", "dumps", "--database", "shop", "--into", "shop_copy")
+    assert again.code == 1 and "already exists" in again.err
+    one = drorch("restore", "--policy", logical, "--source", "dumps", "--database", "shop", "--into", "shop_orders",
+                 "--table", "orders")
+    assert one.code == 0, one.err
+    assert env.primary.scalar("SELECT count(*) FROM orders", dbname="shop_orders") == 500
+    assert env.primary.scalar("SELECT to_regclass('notes') IS NULL", dbname="shop_orders")
+    bad = env.base / "bad.yaml"
+    bad.write_text(logical.read_text().replace("    databases: [shop]", "    databases: [shop]\n    retention: {diff: 2}"))
+    check = drorch("policy", "check", bad)
+    assert check.code == 2 and "full backups only" in check.err
