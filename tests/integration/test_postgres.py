@@ -309,3 +309,30 @@ def test_logical_backup_and_restore_of_one_database(env, drorch):
     bad.write_text(logical.read_text().replace("    databases: [shop]", "    databases: [shop]\n    retention: {diff: 2}"))
     check = drorch("policy", "check", bad)
     assert check.code == 2 and "full backups only" in check.err
+
+
+def test_check_reports_a_broken_archive_command_and_probes(env, drorch):
+    good = drorch("check", "--policy", env.policy, "--source", SOURCE, "--archive-probe", "--json")
+    assert good.code == 0, good.out + good.err
+    items = {i["name"]: i for i in good.json()["items"]}
+    assert items[f"source {SOURCE}: archive probe"]["status"] == "ok"
+    assert items[f"source {SOURCE}: archive_command"]["status"] == "ok"
+
+    good_command = env.primary.scalar("SHOW archive_command")
+    env.primary.sql("ALTER SYSTEM SET archive_command = '/bin/false'")
+    env.primary.sql("SELECT pg_reload_conf()")
+    try:
+        env.primary.sql("CREATE TABLE IF NOT EXISTS churn (x int); INSERT INTO churn VALUES (1)")
+        env.primary.sql("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 30
+        while not env.primary.scalar("SELECT last_failed_time IS NOT NULL FROM pg_stat_archiver"):
+            assert time.monotonic() < deadline, "the archiver never tried"
+            time.sleep(0.2)
+        bad = drorch("check", "--policy", env.policy, "--source", SOURCE)
+        assert bad.code == 1
+        assert "FAIL" in bad.out and "archive_command is failing" in bad.out
+        assert "Traceback" not in bad.out + bad.err
+    finally:
+        env.primary.sql("ALTER SYSTEM RESET archive_command")
+        env.primary.sql("SELECT pg_reload_conf()")
+    assert env.primary.scalar("SHOW archive_command") == good_command
