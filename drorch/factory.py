@@ -38,7 +38,7 @@ def repository_name(policy: Policy, source: str | None, repository: str | None) 
 def storage_for(policy: Policy, repository: str):
     model = policy.repositories[repository]
     if model.type == "posix":
-        return PosixStorage(model.path)
+        return PosixStorage(model.path, group=model.group)
     raise UsageError(f"repository {repository}: type {model.type} is not supported yet")
 
 

@@ -48,6 +48,8 @@ class PosixRepository(RepositoryBase):
 
     type: Literal["posix"]
     path: str = Field(description="absolute path of the repository directory")
+    group: str | None = Field(None, description="share the repository with this OS group (files 0660, "
+                                                "directories 2770); default: private to the writing user")
 
     _abs = field_validator("path")(_absolute)
 

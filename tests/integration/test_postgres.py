@@ -23,6 +23,7 @@ repositories:
   local:
     type: posix
     path: {repo}
+    group: postgres   # root (backups) and postgres (archive_command) share it
 sources:
   {SOURCE}:
     kind: postgres
@@ -40,8 +41,6 @@ class Env:
     def __init__(self, runtime):
         self.base = shared_tmpdir("drorch-pg-")
         self.repo = self.base / "repo"
-        self.repo.mkdir()
-        subprocess.run(["chown", "postgres:postgres", str(self.repo)], check=True)
         self.primary = Cluster(self.base, "primary")
         self.policy = self.base / "policy.yaml"
         self.runtime = runtime
@@ -336,3 +335,44 @@ def test_check_reports_a_broken_archive_command_and_probes(env, drorch):
         env.primary.sql("ALTER SYSTEM RESET archive_command")
         env.primary.sql("SELECT pg_reload_conf()")
     assert env.primary.scalar("SHOW archive_command") == good_command
+
+
+def test_expire_keeps_exactly_the_wal_kept_backups_need(env, drorch):
+    env.write_policy("    retention: {full: 1}\n")
+    try:
+        assert drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full").code == 0
+        for _ in range(3):
+            env.primary.sql("INSERT INTO checks (seq) SELECT coalesce(max(seq), 0) + 1 FROM checks")
+            env.primary.sql("SELECT pg_switch_wal()")
+        newest = drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full", "--json").json()
+        start_wal = drorch("show", "--policy", env.policy, "--source", SOURCE, "--backup", newest["label"],
+                           "--json").json()["manifest"]["source_facts"]["start_wal"]
+        result = drorch("expire", "--policy", env.policy, "--source", SOURCE, "--json")
+        assert result.code == 0, result.err
+        out = result.json()[0]
+        assert out["wal_removed"] and all(name[8:24] < start_wal[8:24] for name in out["wal_removed"])
+        left = sorted(p.name for p in (env.repo / "wal" / SOURCE).rglob("0*") if len(p.name) == 24)
+        assert left and min(name[8:24] for name in left) == start_wal[8:24]
+        assert [r["label"] for r in drorch("list", "--policy", env.policy, "--source", SOURCE,
+                                           "--json").json()] == [newest["label"]]
+        target = env.base / "restore-after-expire"
+        assert drorch("restore", "--policy", env.policy, "--source", SOURCE, "--target", target,
+                      "--immediate", "--target-action", "promote").code == 0
+        cluster = env.start_restored(env.restored(target.name))
+        cluster.wait_recovered()
+        assert_consistent(cluster, at_least=1)
+        cluster.kill()
+    finally:
+        env.write_policy()
+
+
+def test_permission_error_names_the_user_and_the_access(env, drorch):
+    private = env.base / "private.yaml"
+    private.write_text(policy_text(env.base / "private-repo", env.primary, env.runtime).replace(
+        "    group: postgres   # root (backups) and postgres (archive_command) share it\n", ""))
+    assert drorch("repo", "init", "--policy", private).code == 0  # as root: private to root (0700)
+    segment = sorted(p for p in (env.primary.pgdata / "pg_wal").glob("0*") if len(p.name) == 24)[0]
+    result = as_postgres([env.runtime, "wal-push", "--policy", private, "--source", SOURCE, segment], check=False)
+    assert result.returncode == 1
+    assert "user postgres cannot" in result.stderr and "owned by root" in result.stderr
+    assert "group:" in result.stderr and "Traceback" not in result.stderr
