@@ -245,7 +245,8 @@ class _TreeRestore:
     def _write_block(self, data, start, block, entry, path, offset, object_key) -> None:
         blob = data[block[2] - start: block[2] - start + block[3]]
         try:
-            raw = self.repo.codec.decode(blob, what=object_key) if len(blob) == block[3] else None
+            raw = (self.repo.codec.decode(blob, context=layout.data_prefix(self.manifest.source, block[0]),
+                                         what=object_key) if len(blob) == block[3] else None)
         except IntegrityError:
             raw = None
         if raw is None or len(raw) != block[4] or hashlib.sha256(raw).hexdigest() != block[5]:
