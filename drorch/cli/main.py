@@ -7,7 +7,7 @@ import sys
 import click
 
 from drorch import __version__
-from drorch.cli import backup, expire, listing, pin, policy_cmd, repo_cmd, restore, show
+from drorch.cli import backup, copy_cmd, expire, listing, pin, policy_cmd, repo_cmd, restore, show
 from drorch.cli.render import run_main, setup_logging
 
 EPILOG = """Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad policy."""
@@ -21,7 +21,7 @@ def cli(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin):
+for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, copy_cmd):
     module.register(cli)
 
 

@@ -100,13 +100,16 @@ class Repository:
                      storage.location, config["id"])
         return repo
 
+    def require_encrypted(self) -> None:
+        if not self.encrypted:
+            raise RepositoryError(f"the repository at {self.location} is not encrypted; it has no passphrase",
+                                  _NOT_IN_PLACE_HINT)
+
     def change_passphrase(self, new_passphrase: str) -> None:
         """Re-wrap the data key under a new passphrase (no data is rewritten).  The
         config is replaced by one atomic put: every reader sees the old wrap or the
         new one, so at each moment exactly one of the two passphrases opens it."""
-        if not self.encrypted:
-            raise RepositoryError(f"the repository at {self.location} is not encrypted; it has no passphrase",
-                                  _NOT_IN_PLACE_HINT)
+        self.require_encrypted()
         crypto.check_passphrase(new_passphrase, self.location)
         config = {**self.config, "encryption": crypto.wrap(self.codec.cipher.data_key, new_passphrase,
                                                            self.id)}
