@@ -10,9 +10,8 @@ import shutil
 
 import pytest
 
-from drorch.repo import crypto
 from tests import treegen
-from tests.multirepo import SOURCE, every_byte, fast_kdf, tree_state, write_policy  # noqa: F401
+from tests.multirepo import SOURCE, every_byte, fast_kdf, run_cli, tree_state, write_policy  # noqa: F401
 
 CHAIN = ["full", "incr", "diff", "incr"]
 SECRET_CONTENT = b"XYZZY-distinctive-content-0451"
@@ -275,3 +274,19 @@ def test_a_pack_moved_into_another_backup_fails_its_check(sealed, drorch, tmp_pa
     shutil.copyfile(repo / "data" / SOURCE / second / "p000000", pack_a)  # same size, other backup's bytes
     result = drorch("restore", "--policy", policy, "--backup", first, "--target", tmp_path / "r")
     assert result.code == 1 and "fails its checksum" in result.err
+
+
+def test_a_killed_backup_in_an_encrypted_repository_is_cleaned_by_expire(sealed, drorch, tmp_path):
+    data, repo, policy = sealed
+    treegen.generate(data, seed=4, files=20, big=1)
+    expected = backup_chain(drorch, policy, data, 4, ["full"])
+    killed = run_cli("backup", "--policy", policy, "--type", "full", env={"DRORCH_FAULT": "before-manifest"})
+    assert killed.returncode < 0, killed.stderr
+    assert [r["status"] for r in drorch("list", "--policy", policy, "--all", "--json").json()] == \
+        ["ok", "incomplete"]
+    expired = drorch("expire", "--policy", policy, "--json")
+    assert expired.code == 0, expired.err
+    assert len(expired.json()[0]["leftovers"]) == 1
+    assert [r["status"] for r in drorch("list", "--policy", policy, "--all", "--json").json()] == ["ok"]
+    assert sorted(p.name for p in (repo / "data" / SOURCE).iterdir()) == list(expected)
+    restores_exactly(drorch, policy, data, expected, tmp_path)
