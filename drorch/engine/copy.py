@@ -163,28 +163,41 @@ class _CopyOne:
             log.warning("could not remove the run record of the copy of %s: %s", self.label, exc)
         log.info("%s: copied backup %s to %s", self.source, self.label, self.dst.location)
 
-    def _copy_and_commit(self) -> None:
-        self.phase = self.progress.phase = "copy"
+    def _remap_entries(self) -> tuple[list, dict[int, dict[int, list]]]:
+        """The source's entries with references into the chain mapped to the target's
+        blocks, and this backup's own blocks to copy: pack -> offset -> [(blocks, index, ref)]
+        (filled in by _copy_pack)."""
         entries = []
-        own: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))  # pack -> offset -> uses
+        own: dict[int, dict[int, list]] = defaultdict(lambda: defaultdict(list))
         for entry in read_entries(self.src, self.manifest):
             if entry.type != FILE:
                 entries.append(entry)
                 continue
-            new_blocks: list = [None] * len(entry.blocks)  # this backup's own: filled by _copy_pack
+            new_blocks: list = [None] * len(entry.blocks)
             for index, block in enumerate(entry.blocks):
                 if block[0] == self.label:
                     own[block[1]][block[2]].append((new_blocks, index, block))
                 else:
                     new_blocks[index] = self.blocks.find(block)
             entries.append(replace(entry, blocks=new_blocks))
+        return entries, own
+
+    def _copy_packs(self, packer: Packer, own: dict[int, dict[int, list]]) -> None:
         sizes = {p["n"]: p["size"] for p in self.manifest.data.get("packs") or []}
         self.progress.plan(nbytes=sum(sizes.get(n, 0) for n in own))
-        packer = Packer(self.dst, self.source, self.label, fault_point="copy-after-first-pack")
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="drorch-copy") as pool:
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="drorch-copy")
+        try:
             for future in [pool.submit(self._copy_pack, packer, n, uses) for n, uses in sorted(own.items())]:
                 future.result()
+        finally:  # on an error, packs not started yet are not copied for nothing
+            pool.shutdown(wait=True, cancel_futures=True)
         packer.flush()
+
+    def _copy_and_commit(self) -> None:
+        self.phase = self.progress.phase = "copy"
+        entries, own = self._remap_entries()
+        packer = Packer(self.dst, self.source, self.label, fault_point="copy-after-first-pack")
+        self._copy_packs(packer, own)
         self.phase = self.progress.phase = "commit"
         checkpoint("copy-before-entries")
         entries_ref = write_entries(self.dst, self.source, self.label, entries)
@@ -198,6 +211,7 @@ class _CopyOne:
         write_manifest(self.dst, data)
         checkpoint("copy-after-manifest")
         self.written_bytes += packer.stored_bytes + entries_ref["size"]
+        self.read_bytes += self.manifest.data["entries"]["size"]
         self.blocks.load(self.label, entries)
 
     def _copy_pack(self, packer: Packer, number: int, uses: dict[int, list]) -> None:
