@@ -46,9 +46,32 @@ def open_repository(policy: Policy, repository: str, *, create: bool = False) ->
     """Open a repository; create=True initialises an empty location (first write)."""
     model = policy.repositories[repository]
     storage = storage_for(policy, repository)
+    passphrase = repository_passphrase(policy, repository)
     if create:
-        return Repository.open_or_init(storage, compression_level=model.compression.level)
-    return Repository.open(storage, compression_level=model.compression.level)
+        return Repository.open_or_init(storage, compression_level=model.compression.level,
+                                       passphrase=passphrase)
+    return Repository.open(storage, compression_level=model.compression.level, passphrase=passphrase)
+
+
+def repository_passphrase(policy: Policy, repository: str) -> str | None:
+    """The passphrase the policy gives a repository (None: not encrypted)."""
+    encryption = policy.repositories[repository].encryption
+    return None if encryption is None else encryption.passphrase.resolve()
+
+
+def copy_targets(policy: Policy, source: str, to: str | None) -> list[str]:
+    """The repositories `drorch copy` writes a source's copies to: --to, or its copy_to."""
+    model = source_policy(policy, source)
+    if to is None:
+        if not model.copy_to:
+            raise UsageError(f"source {source} has no `copy_to` repositories in {policy.path}",
+                             "name one with --to REPOSITORY, or add `copy_to: [NAME]` to the source")
+        return list(model.copy_to)
+    name = repository_name(policy, None, to)
+    if name == model.repository:
+        raise UsageError(f"repository {name} is the main repository of source {source}: it cannot be "
+                         "a copy of itself", "name another repository with --to")
+    return [name]
 
 
 def make_host(policy: Policy, name: str):

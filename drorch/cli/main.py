@@ -7,7 +7,7 @@ import sys
 import click
 
 from drorch import __version__
-from drorch.cli import backup, check, expire, listing, pin, policy_cmd, repo_cmd, restore, show, wal_cmd
+from drorch.cli import backup, check, copy_cmd, expire, listing, pin, policy_cmd, repo_cmd, restore, show, wal_cmd
 from drorch.cli.render import run_main, setup_logging
 
 EPILOG = """Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad policy."""
@@ -21,7 +21,7 @@ def cli(verbose: int) -> None:
     setup_logging(verbose)
 
 
-for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check):
+for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check, copy_cmd):
     module.register(cli)
 
 

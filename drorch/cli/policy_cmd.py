@@ -31,7 +31,11 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
     say(f"policy OK: {len(policy.files)} file(s), {len(policy.repositories)} repositories, "
         f"{len(policy.sources)} sources")
     for name, source in sorted(policy.sources.items()):
-        say(f"  source {name}: {source.kind} on {source.host} -> repository {source.repository}")
+        copies = f" (copies: {', '.join(source.copy_to)})" if source.copy_to else ""
+        say(f"  source {name}: {source.kind} on {source.host} -> repository {source.repository}{copies}")
+    for name, repo in sorted(policy.repositories.items()):
+        if repo.encryption is not None:
+            say(f"  repository {name}: encrypted, passphrase from {repo.encryption.passphrase.ref}")
 
 
 @policy_group.command("schema")

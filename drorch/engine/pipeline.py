@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from drorch.engine.packer import Packer
 from drorch.engine.progress import Progress
 from drorch.fsmeta import FILE, Entry
+from drorch.repo import layout
 from drorch.repo.repository import Repository
 from drorch.sources.base import Source
 
@@ -64,6 +65,7 @@ class Pipeline:
         self.checksum_all = checksum_all
         self.block_size = repo.block_size
         self._inspect = getattr(source, "inspect", None)
+        self.context = layout.data_prefix(source.name, label)  # what every pack blob is bound to
         self.stats = PipelineStats()
         self._stats_lock = threading.Lock()
         workers = workers or max(2, os.cpu_count() or 2)
@@ -191,7 +193,7 @@ class Pipeline:
         sha = sha or hashlib.sha256(data).hexdigest()
         if ref_block is not None and ref_block[5] == sha and ref_block[4] == len(data):
             return tuple(ref_block)
-        blob = self.repo.codec.encode(data)
+        blob = self.repo.codec.encode(data, context=self.context)
         pack, offset = self.packer.add(blob)
         return (self.label, pack, offset, len(blob), len(data), sha)
 

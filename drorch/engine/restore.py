@@ -256,7 +256,8 @@ class _TreeRestore:
     def _write_block(self, data, start, block, entry, path, offset, object_key) -> None:
         blob = data[block[2] - start: block[2] - start + block[3]]
         try:
-            raw = self.repo.codec.decode(blob, what=object_key) if len(blob) == block[3] else None
+            raw = (self.repo.codec.decode(blob, context=layout.data_prefix(self.manifest.source, block[0]),
+                                         what=object_key) if len(blob) == block[3] else None)
         except IntegrityError:
             raw = None
         if raw is None or len(raw) != block[4] or hashlib.sha256(raw).hexdigest() != block[5]:
@@ -298,7 +299,7 @@ def entry_chunks(repo: Repository, source: str, entry: Entry):
         except NotFoundError:
             raise RestoreError(f"/{entry.path}: its data object {key} is missing from the repository",
                                "run `drorch verify`; restore from another backup or a copy") from None
-        raw = repo.codec.decode(blob, what=key)
+        raw = repo.codec.decode(blob, context=layout.data_prefix(source, block[0]), what=key)
         if hashlib.sha256(raw).hexdigest() != block[5]:
             raise RestoreError(f"/{entry.path}: block {index} fails its checksum (object {key})",
                                "the repository is damaged: run `drorch verify`")

@@ -100,6 +100,15 @@ def _cross_references(policy: Policy) -> list[str]:
             known = ", ".join(sorted(policy.repositories)) or "none defined"
             problems.append(f"{policy.where('sources', name, 'repository')}: sources.{name}.repository: "
                             f"no repository named {source.repository!r} (repositories: {known})")
+        for index, target in enumerate(source.copy_to):
+            where = policy.where("sources", name, "copy_to", index)
+            if target not in policy.repositories:
+                known = ", ".join(sorted(policy.repositories)) or "none defined"
+                problems.append(f"{where}: sources.{name}.copy_to: no repository named {target!r} "
+                                f"(repositories: {known})")
+            elif target == source.repository:
+                problems.append(f"{where}: sources.{name}.copy_to: {target!r} is the source's own "
+                                "repository; name other repositories here")
         for keys, host in _host_refs(source):
             if host != "local":
                 problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "

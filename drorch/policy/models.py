@@ -37,10 +37,19 @@ class Compression(Model):
     level: int = Field(3, ge=1, le=19, description="zstd level: 1 fastest ... 19 smallest")
 
 
+class Encryption(Model):
+    """Client-side encryption of everything the repository stores (AES-256-GCM;
+    the key is wrapped by one derived from the passphrase).  Chosen when the
+    repository is created: an existing repository is never encrypted in place."""
+
+    passphrase: SecretRef = Field(description="the passphrase, by reference: ${env:NAME} or ${file:/path}")
+
+
 class RepositoryBase(Model):
     """Settings every repository type has."""
 
     compression: Compression = Compression()
+    encryption: Encryption | None = Field(None, description="encrypt the repository (set when it is created)")
 
 
 class PosixRepository(RepositoryBase):
@@ -85,6 +94,8 @@ class SourceBase(Model):
     host: Name = Field("local", description="`local` or the name of an entry of `hosts:`")
     repository: Name = Field(description="name of an entry of `repositories:`")
     retention: Retention = Retention()
+    copy_to: list[Name] = Field(default_factory=list,
+                                description="more repositories that `drorch copy` keeps a copy in (3-2-1)")
 
 
 class FilesSource(SourceBase):
