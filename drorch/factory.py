@@ -126,7 +126,8 @@ def _postgres_source(policy: Policy, name: str, model):
         backup_from=model.backup_from, os_user=model.os_user,
         drorch_command=model.drorch_command or this_drorch(),
         policy_path=str(policy.path.resolve()),
-        archive_timeout=model.archive.timeout.total_seconds())
+        archive_timeout=model.archive.timeout.total_seconds(), spool=model.archive.spool,
+        prefetch=model.archive.prefetch)
     host = make_host(policy, standby.host if from_standby else model.host)
     return PostgresSource(name, host, settings)
 

@@ -51,7 +51,7 @@ def drorch_runtime() -> Path:
     shutil.rmtree(target, ignore_errors=True)
     os.rename(tmp, target)
     exe = venv / "bin" / "drorch"
-    exe.write_text(f"#!{venv}/bin/python3\nimport sys\nfrom drorch.cli.main import main\nsys.exit(main())\n")
+    exe.write_text(f"#!{venv}/bin/python3\nimport sys\nfrom drorch.entry import main\nsys.exit(main())\n")
     exe.chmod(0o755)
     for path in [venv, *venv.rglob("*")]:
         mode = path.lstat().st_mode

@@ -142,6 +142,9 @@ class PgArchive(Model):
 
     timeout: Duration = Field(timedelta(seconds=60),
                               description="how long a backup waits for its WAL to reach the archive")
+    spool: str | None = Field(None, description="a spool directory for asynchronous wal-push/wal-get "
+                                                "(restore_command then uses --async)")
+    prefetch: int = Field(8, ge=0, le=256, description="with spool: WAL segments wal-get fetches ahead")
 
 
 class PostgresSource(SourceBase):

@@ -41,6 +41,9 @@ def recovery_settings(options: RestoreOptions, facts: dict, source: str, setting
     pitr = options.source_options
     command = (f"{settings.drorch_command} wal-get --policy {shlex.quote(str(settings.policy_path))} "
                f"--source {shlex.quote(source)} %f %p")
+    if settings.spool:
+        command = command.replace(" wal-get ", f" wal-get --async --spool {shlex.quote(settings.spool)} "
+                                               f"--prefetch {settings.prefetch} ")
     out = {"restore_command": _quote(command)}
     if pitr.get("time"):
         out["recovery_target_time"] = _quote(pitr["time"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -38,7 +38,8 @@ class PgSettings:
     drorch_command: str = "drorch"
     policy_path: str = "/etc/drorch/policies"
     archive_timeout: float = 60.0
-    extra: dict = field(default_factory=dict)
+    spool: str | None = None
+    prefetch: int = 8
 
 
 class PostgresSource:

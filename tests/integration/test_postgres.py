@@ -17,7 +17,7 @@ from tests.pg import BIN, Cluster, as_postgres, shared_tmpdir
 SOURCE = "main-db"
 
 
-def policy_text(repo, cluster, runtime, extra: str = "") -> str:
+def policy_text(repo, cluster, runtime, extra: str = "", archive: str = "{timeout: 30s}") -> str:
     return f"""\
 repositories:
   local:
@@ -31,7 +31,7 @@ sources:
     pgdata: {cluster.pgdata}
     connection: {{host: 127.0.0.1, port: {cluster.port}, user: postgres, dbname: postgres}}
     drorch_command: {runtime}
-    archive: {{timeout: 30s}}
+    archive: {archive}
 {extra}"""
 
 
@@ -50,8 +50,8 @@ class Env:
         self.write_policy()
         self.primary.start()
 
-    def write_policy(self, extra: str = "") -> None:
-        self.policy.write_text(policy_text(self.repo, self.primary, self.runtime, extra))
+    def write_policy(self, extra: str = "", archive: str = "{timeout: 30s}") -> None:
+        self.policy.write_text(policy_text(self.repo, self.primary, self.runtime, extra, archive))
 
     def restored(self, name: str) -> Cluster:
         cluster = Cluster(self.base, name)
@@ -376,3 +376,41 @@ def test_permission_error_names_the_user_and_the_access(env, drorch):
     assert result.returncode == 1
     assert "user postgres cannot" in result.stderr and "owned by root" in result.stderr
     assert "group:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_async_wal_push_and_get_through_a_spool(env, drorch):
+    spool = env.base / "spool"
+    spool.mkdir()
+    subprocess.run(["chown", "postgres:postgres", str(spool)], check=True)
+    env.write_policy(archive=f"{{timeout: 30s, spool: {spool}, prefetch: 4}}")
+    command = f"{env.runtime} wal-push --async --spool {spool} --policy {env.policy} --source {SOURCE} %p"
+    env.primary.sql(f"ALTER SYSTEM SET archive_command = '{command}'")
+    env.primary.sql("SELECT pg_reload_conf()")
+    try:
+        before = env.primary.scalar("SELECT archived_count FROM pg_stat_archiver")
+        for _ in range(5):
+            env.primary.sql("INSERT INTO checks (seq) SELECT coalesce(max(seq), 0) + 1 FROM checks")
+            env.primary.sql("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 60
+        while env.primary.scalar("SELECT archived_count FROM pg_stat_archiver") < before + 5:
+            assert time.monotonic() < deadline, (spool / SOURCE / "push.log").read_text()
+            time.sleep(0.1)
+        assert env.primary.scalar("SELECT last_failed_wal FROM pg_stat_archiver") is None or \
+            env.primary.scalar("SELECT last_failed_time < last_archived_time FROM pg_stat_archiver")
+        last = env.primary.scalar("SELECT last_archived_wal FROM pg_stat_archiver")
+        assert any(p.name == last for p in (env.repo / "wal" / SOURCE).rglob(last))
+
+        backup = drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "incr", "--json")
+        assert backup.code == 0, backup.err
+        target = env.base / "restore-async"
+        assert drorch("restore", "--policy", env.policy, "--source", SOURCE, "--target", target,
+                      "--immediate", "--target-action", "promote").code == 0
+        assert "--async" in (target / "postgresql.auto.conf").read_text()
+        cluster = env.start_restored(env.restored(target.name))
+        cluster.wait_recovered()
+        assert_consistent(cluster, at_least=5)
+        cluster.kill()
+    finally:
+        env.primary.sql("ALTER SYSTEM RESET archive_command")
+        env.primary.sql("SELECT pg_reload_conf()")
+        env.write_policy()
