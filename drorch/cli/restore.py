@@ -18,9 +18,6 @@ from drorch.repo.catalog import Catalog
 from drorch.sources.base import RestoreOptions
 from drorch.timefmt import iso, parse_iso
 
-DATABASE_ONLY = ("lsn", "xid", "name", "immediate", "timeline", "exclusive", "action", "standby",
-                 "archive_mode", "primary_conninfo")
-
 
 @click.command("restore")
 @policy_option
@@ -45,6 +42,8 @@ DATABASE_ONLY = ("lsn", "xid", "name", "immediate", "timeline", "exclusive", "ac
               help="postgres: what the server does at the target (PostgreSQL's default: pause)")
 @click.option("--standby", is_flag=True, help="postgres: write standby.signal (rebuild a standby)")
 @click.option("--primary-conninfo", help="postgres with --standby: how the standby reaches its primary")
+@click.option("--tablespace-map", multiple=True, metavar="OID=DIR",
+              help="postgres: put tablespace OID in DIR (default: inside the target, or in place)")
 @click.option("--archive-mode", type=click.Choice(["off", "preserve"]),
               help="postgres: `off` (default) keeps a restored copy from archiving; `preserve` keeps the setting")
 @click.option("--database", help="postgres logical: restore this database into its server")

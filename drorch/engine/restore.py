@@ -111,6 +111,7 @@ class _TreeRestore:
         self._lock = threading.Lock()
         self._handles: dict[str, list] = {}  # path -> [handle, blocks still to write]
         self._sizes: dict[str, int] = {}
+        self._dirs: set[str] = set()  # directories known to exist
 
     def path(self, entry_path: str) -> str:
         return join_under(self.options.target, entry_path)
@@ -119,6 +120,14 @@ class _TreeRestore:
         self.host.makedirs(self.options.target)
         if self.options.delta:
             self._remove_extras(entries)
+        for rel, location in self.options.links.items():  # written through, not replaced
+            self.host.makedirs(location)
+            path = self.path(rel)
+            st = self.host.lstat(path)
+            if st is None or stat.S_ISLNK(st.st_mode):
+                self.host.remove(path)
+                self.host.makedirs(posixpath.dirname(path))
+                self.host.symlink(location, path)
         self.progress.phase = "directories"
         for entry in entries:
             if entry.type == DIR:
@@ -143,18 +152,28 @@ class _TreeRestore:
     # -- tree shape ----------------------------------------------------------------
 
     def _ensure_dir(self, path: str) -> None:
+        if path[len(self.options.target.rstrip("/")) + 1:] in self.options.links:
+            return  # a symlink the source asked for (e.g. a mapped tablespace)
         st = self.host.lstat(path)
         if st is not None and not _is_dir(st):
             self.host.remove(path)  # a file or symlink where the backup has a directory
         self.host.makedirs(path)
+        self._dirs.add(path)
 
     def _prepare_path(self, path: str) -> None:
         """Make room for a new non-directory entry at path."""
-        parent = posixpath.dirname(path)
-        if self.host.lstat(parent) is None:
-            self.host.makedirs(parent)
+        self._parent(path)
         if self.existing and self.host.lstat(path) is not None:
             self.host.remove(path)
+
+    def _parent(self, path: str) -> None:
+        """The directory of path exists (entries without a directory entry above them:
+        paths under a files source's root, files a source generated)."""
+        parent = posixpath.dirname(path)
+        if parent not in self._dirs:
+            if self.host.lstat(parent) is None:
+                self.host.makedirs(parent)
+            self._dirs.add(parent)
 
     def _remove_extras(self, entries: list[Entry]) -> None:
         """--delta: remove what the backup does not hold (within what is restored)."""
@@ -190,6 +209,7 @@ class _TreeRestore:
         groups: dict[tuple[str, int], list] = defaultdict(list)
         for entry in files:
             path = self.path(entry.path)
+            self._parent(path)
             if checksum_of(entry.blocks, entry.bs) != entry.checksum:
                 self.result.failures[entry.path] = "its manifest entry is inconsistent (checksum)"
                 continue

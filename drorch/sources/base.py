@@ -32,6 +32,9 @@ class RestoreOptions:
     include: list[str] = field(default_factory=list)
     #: what only one source kind understands (PostgreSQL: recovery target, --standby, ...)
     source_options: dict = field(default_factory=dict)
+    #: directories of the backup that are to be symlinks to elsewhere (relative path ->
+    #: absolute target), set by the source's prepare_restore (e.g. mapped tablespaces)
+    links: dict = field(default_factory=dict)
 
 
 class Source(Protocol):

@@ -6,6 +6,7 @@ archive."""
 from __future__ import annotations
 
 import posixpath
+import re
 import shlex
 import stat
 
@@ -15,6 +16,54 @@ from drorch.hosts.base import Host
 from drorch.sources.base import RestoreOptions
 
 TARGET_KEYS = ("time", "lsn", "xid", "name", "immediate")
+EXTERNAL = "drorch.external-config"  # where config files from outside the data directory are stored
+STANDARD_NAMES = {"config_file": "postgresql.conf", "hba_file": "pg_hba.conf", "ident_file": "pg_ident.conf"}
+# Settings of an outside postgresql.conf that would point a restored copy at production's files.
+NEUTRALISE = re.compile(r"^\s*(data_directory|hba_file|ident_file|external_pid_file|include_dir|include|"
+                        r"include_if_exists)\s*=", re.M)
+
+
+def tablespace_links(host: Host, options: RestoreOptions, facts: dict, in_place: bool) -> dict[str, str]:
+    """pg_tblspc/<oid> -> where that tablespace's files go.  Mapped with
+    --tablespace-map OID=DIR, or its original location when restoring in place;
+    otherwise not linked: restored as a directory inside the target (an in-place
+    tablespace), so a restored copy never writes into production's locations."""
+    known = facts.get("tablespaces") or {}
+    wanted: dict[str, str] = {oid: path for oid, path in known.items()} if in_place else {}
+    for item in options.source_options.get("tablespace_map") or ():
+        oid, _, path = item.partition("=")
+        if oid not in known:
+            raise RestoreError(f"--tablespace-map {item}: the backup has no tablespace {oid} "
+                               f"(it has: {', '.join(sorted(known)) or 'none'})", exit_code=2)
+        if not posixpath.isabs(path):
+            raise RestoreError(f"--tablespace-map {item}: {path} must be an absolute path", exit_code=2)
+        wanted[oid] = path
+    links = {}
+    for oid, path in wanted.items():
+        names = host.listdir(path)
+        if names and not (options.force or options.delta) and not in_place:
+            raise RestoreError(f"tablespace {oid} target {path} is not empty; nothing was written",
+                               "choose an empty directory, or pass --delta / --force")
+        links[f"pg_tblspc/{oid}"] = path
+    return links
+
+
+def place_external_config(host: Host, target: str, facts: dict) -> None:
+    """Config files that lived outside the data directory (Debian: /etc/postgresql)
+    become the restored copy's own, with settings that point elsewhere commented
+    out, so `pg_ctl -D TARGET start` works and touches nothing of production."""
+    stored = facts.get("external_config") or {}
+    for setting, info in stored.items():
+        source = posixpath.join(target, info["stored_as"])
+        dest = posixpath.join(target, STANDARD_NAMES[setting])
+        if host.lstat(source) is None:
+            continue
+        data = host.read(source)
+        if setting == "config_file":
+            data = NEUTRALISE.sub(lambda m: "# drorch restore: " + m.group(0), data.decode()).encode()
+        if host.lstat(dest) is None:
+            _write(host, dest, data, like=target)
+    host.remove(posixpath.join(target, EXTERNAL))
 
 
 def prepare_target(host: Host, target: str) -> None:
@@ -66,6 +115,8 @@ def recovery_settings(options: RestoreOptions, facts: dict, source: str, setting
         out["archive_mode"] = "off"  # a restored copy must never push into production's archive
     if pitr.get("standby") and pitr.get("primary_conninfo"):
         out["primary_conninfo"] = _quote(pitr["primary_conninfo"])
+    if any(f"pg_tblspc/{oid}" not in options.links for oid in facts.get("tablespaces") or {}):
+        out["allow_in_place_tablespaces"] = "on"  # tablespaces restored as directories inside the target
     return out
 
 
@@ -103,7 +154,8 @@ def _own_like_data(host: Host, target: str, os_user: str) -> None:
     owner = Entry(path="x", type="file", uid=st.st_uid, gid=st.st_gid, user=os_user, group=None,
                   mtime_ns=st.st_mtime_ns)
     for rel, mode in (("", 0o700), ("postgresql.auto.conf", 0o600), ("recovery.signal", 0o600),
-                      ("standby.signal", 0o600), ("pg_wal", 0o700), ("pg_wal/archive_status", 0o700)):
+                      ("standby.signal", 0o600), ("pg_wal", 0o700), ("pg_wal/archive_status", 0o700),
+                      *((name, 0o600) for name in STANDARD_NAMES.values())):
         path = posixpath.join(target, rel) if rel else target
         now = host.lstat(path)
         if now is None:

@@ -21,7 +21,8 @@ from drorch.sources import pg_layout
 from drorch.sources.base import RestoreOptions, SourceEnd, Warn
 from drorch.sources.pg_checksum import PAGE, SEGMENT_PAGES, bad_pages
 from drorch.sources.pg_conn import PgParams, connect, one, server_facts
-from drorch.sources.pg_recovery import prepare_target, write_recovery
+from drorch.sources.pg_recovery import (EXTERNAL, place_external_config, prepare_target, tablespace_links,
+                                        write_recovery)
 from drorch.sources.pg_wal import format_lsn, parse_backup_label, parse_lsn, segment_range
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,13 @@ class PostgresSource:
             warn(message)
         extras = [(self._generated("backup_label"), labelfile.encode()),
                   (self._generated("global/pg_control", like="global/pg_control"), control)]
+        facts["external_config"] = {}
+        for setting in ("config_file", "hba_file", "ident_file"):  # Debian keeps them in /etc/postgresql
+            path = self.facts.get(setting) or ""
+            if path and not path.startswith(self.pgdata + "/"):
+                rel = f"{EXTERNAL}/{posixpath.basename(path)}"
+                facts["external_config"][setting] = {"path": path, "stored_as": rel}
+                extras.append((self._generated(rel), self.host.read(path)))
         return SourceEnd(facts=facts, extra_files=extras)
 
     def _generated(self, rel: str, like: str = "PG_VERSION") -> Entry:
@@ -219,8 +227,12 @@ class PostgresSource:
 
     def prepare_restore(self, options: RestoreOptions, facts: dict, host: Host) -> None:
         prepare_target(host, options.target)
+        in_place = (options.target.rstrip("/") == str(facts.get("pgdata", "")).rstrip("/")
+                    and host.name == self.host.name)
+        options.links.update(tablespace_links(host, options, facts, in_place))
 
     def finish_restore(self, options: RestoreOptions, facts: dict, host: Host) -> None:
+        place_external_config(host, options.target, facts)
         write_recovery(host, options, facts, self.name, self.settings)
 
 

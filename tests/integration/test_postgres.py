@@ -414,3 +414,53 @@ def test_async_wal_push_and_get_through_a_spool(env, drorch):
         env.primary.sql("ALTER SYSTEM RESET archive_command")
         env.primary.sql("SELECT pg_reload_conf()")
         env.write_policy()
+
+
+def test_tablespaces_and_config_outside_the_data_directory(env, drorch):
+    """Debian's layout (config in /etc/postgresql) and a tablespace: a restored copy
+    starts with no manual step and never touches production's paths."""
+    etc, space = env.base / "etc-tsdb", env.base / "space1"
+    for path in (etc, space):
+        path.mkdir()
+        subprocess.run(["chown", "postgres:postgres", str(path)], check=True)
+    db = Cluster(env.base, "tsdb")
+    env.clusters.append(db)
+    db.init(archive_mode="on", archive_command=f"'{env.runtime} wal-push --policy {env.policy}.ts --source ts-db %p'")
+    for name in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+        (db.pgdata / name).rename(etc / name)
+    with open(etc / "postgresql.conf", "a") as conf:
+        conf.write(f"data_directory = '{db.pgdata}'\nhba_file = '{etc}/pg_hba.conf'\n"
+                   f"ident_file = '{etc}/pg_ident.conf'\n")
+    as_postgres([BIN / "pg_ctl", "-D", etc, "-l", env.base / "tsdb.log", "-w", "start"])
+    db.started = True
+    policy = env.base / "policy.yaml.ts"
+    policy.write_text(policy_text(env.repo, db, env.runtime).replace(f"  {SOURCE}:", "  ts-db:"))
+    db.sql(f"CREATE TABLESPACE space1 LOCATION '{space}'")
+    db.sql("CREATE TABLE far (x int) TABLESPACE space1; INSERT INTO far SELECT generate_series(1, 1000)")
+    oid = str(db.scalar("SELECT oid FROM pg_tablespace WHERE spcname = 'space1'"))
+    assert drorch("backup", "--policy", policy, "--source", "ts-db", "--type", "full").code == 0
+    production = sorted(p.name for p in space.rglob("*"))
+
+    for name, extra in (("ts-inside", []), ("ts-mapped", ["--tablespace-map", f"{oid}={env.base / 'mapped'}"])):
+        target = env.base / name
+        result = drorch("restore", "--policy", policy, "--source", "ts-db", "--target", target, "--immediate",
+                        "--target-action", "promote", *extra)
+        assert result.code == 0, result.err
+        conf = (target / "postgresql.conf").read_text()
+        assert "# drorch restore: data_directory" in conf and "# drorch restore: hba_file" in conf
+        assert (target / "pg_hba.conf").exists() and not (target / "drorch.external-config").exists()
+        link = target / "pg_tblspc" / oid
+        if extra:
+            assert link.is_symlink() and str(link.readlink()) == str(env.base / "mapped")
+        else:
+            assert link.is_dir() and not link.is_symlink()
+        restored = env.start_restored(env.restored(name))
+        restored.wait_recovered()
+        assert restored.scalar("SELECT count(*) FROM far") == 1000
+        restored.kill()
+    assert sorted(p.name for p in space.rglob("*")) == production  # production's tablespace untouched
+    bad = drorch("restore", "--policy", policy, "--source", "ts-db", "--target", env.base / "ts-bad",
+                 "--tablespace-map", "99999=/tmp/x")
+    assert bad.code == 2 and "no tablespace 99999" in bad.err
+    as_postgres([BIN / "pg_ctl", "-D", etc, "-m", "immediate", "stop"], check=False)
+    db.started = False
