@@ -39,7 +39,36 @@ def storage_for(policy: Policy, repository: str):
     model = policy.repositories[repository]
     if model.type == "posix":
         return PosixStorage(model.path, group=model.group)
+    if model.type == "s3":
+        return s3_storage(policy, repository)
     raise UsageError(f"repository {repository}: type {model.type} is not supported yet")
+
+
+def s3_storage(policy: Policy, repository: str):
+    """S3Storage, retried (retrying.py), with background uploads of packs (deferred.py)."""
+    from drorch.policy.object_lock import lock_period
+    from drorch.repo.layout import MUTABLE_PREFIXES
+    from drorch.storage.deferred import DeferredPuts
+    from drorch.storage.retrying import RetryingStorage
+    from drorch.storage.s3 import ObjectLockSettings, S3Storage, make_client
+
+    model = policy.repositories[repository]
+    secret = lambda ref: ref.resolve() if ref is not None else None  # noqa: E731
+    client = make_client(region=model.region, endpoint_url=model.endpoint_url, path_style=model.path_style,
+                         access_key_id=secret(model.access_key_id),
+                         secret_access_key=secret(model.secret_access_key),
+                         session_token=secret(model.session_token), max_connections=model.max_connections)
+    lock = None
+    if model.object_lock is not None:
+        lock = ObjectLockSettings(model.object_lock.mode, lock_period(policy, repository).period,
+                                  MUTABLE_PREFIXES)
+    sse = {"SSE-S3": "AES256", "SSE-KMS": "aws:kms", None: None}[model.server_side_encryption]
+    storage = S3Storage(client, model.bucket, model.prefix, endpoint=model.endpoint_url,
+                        storage_class=model.storage_class, sse=sse, kms_key_id=model.kms_key_id,
+                        max_connections=model.max_connections, object_lock=lock)
+    retrying = RetryingStorage(storage, attempts=model.retries.attempts,
+                               max_delay=model.retries.max_delay.total_seconds())
+    return DeferredPuts(retrying, workers=model.max_connections)
 
 
 def open_repository(policy: Policy, repository: str, *, create: bool = False) -> Repository:

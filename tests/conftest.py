@@ -74,3 +74,15 @@ def drorch_runtime():
     from tests.runtime import drorch_runtime as build
 
     return build()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """An S3 endpoint for the session: moto in server mode, its own process on 127.0.0.1."""
+    from tests.s3server import MotoServer
+
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

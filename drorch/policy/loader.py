@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from drorch.errors import PolicyError
 from drorch.policy.models import PolicyDocument
+from drorch.policy.object_lock import object_lock_problems
 from drorch.policy.yamlmarks import Marked, dotted, load_marked
 
 DEFAULT_POLICY_PATH = Path("/etc/drorch/policies")
@@ -113,7 +114,7 @@ def _cross_references(policy: Policy) -> list[str]:
             if host != "local":
                 problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "
                                 f"no host named {host!r}; only `local` is available")
-    return problems
+    return problems + object_lock_problems(policy)
 
 
 def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:

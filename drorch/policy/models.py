@@ -8,10 +8,9 @@ notify, runbooks) are added beside these.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
-
-from datetime import timedelta
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
@@ -63,6 +62,82 @@ class PosixRepository(RepositoryBase):
     _abs = field_validator("path")(_absolute)
 
 
+class ObjectLock(Model):
+    """S3 Object Lock (ransomware protection): every object but locks, run records
+    and pins is written with a retention date before which nobody, drorch included,
+    can delete it.  The bucket must have been created with Object Lock enabled."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        description="COMPLIANCE: nobody can shorten or lift it; GOVERNANCE: holders of "
+                    "s3:BypassGovernanceRetention can")
+    period: Duration | None = Field(None, description="how long each object is locked; default: derived from "
+                                    "the retention of the sources using this repository (`drorch policy check` "
+                                    "shows it)")
+    full_every: Duration | None = Field(None, description="the longest time between two full backups of a source "
+                                        "(how long a chain grows); used to derive the period")
+    margin: Duration = Field(timedelta(days=7), description="added to the derived period")
+
+
+class Retries(Model):
+    """How transient storage failures (throttling, 5xx, resets, timeouts) are retried."""
+
+    attempts: int = Field(8, ge=1, le=100, description="tries per request, the first included")
+    max_delay: Duration = Field(timedelta(seconds=20), description="the longest wait between two tries")
+
+
+_STORAGE_CLASSES_REFUSED = {"GLACIER", "DEEP_ARCHIVE"}
+
+
+class S3Repository(RepositoryBase):
+    """A repository in S3-compatible object storage (AWS S3, MinIO, Ceph RGW, ...)."""
+
+    type: Literal["s3"]
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                        description="the bucket (it must exist)")
+    prefix: str = Field("", description="key prefix of every object, e.g. drorch/ (default: the whole bucket)")
+    region: str | None = Field(None, description="the bucket's region (default: boto3's, else us-east-1)")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$",
+                                     description="e.g. http://127.0.0.1:9000 for MinIO; omit for AWS")
+    path_style: bool = Field(False, description="path-style addressing (endpoint/bucket/key), for MinIO and Ceph")
+    storage_class: str | None = Field(None, description="e.g. STANDARD, STANDARD_IA, INTELLIGENT_TIERING")
+    server_side_encryption: Literal["SSE-S3", "SSE-KMS"] | None = Field(
+        None, description="ask the service to encrypt what it stores (SSE-KMS: with kms_key_id)")
+    kms_key_id: str | None = Field(None, description="the KMS key for SSE-KMS (default: the account's S3 key)")
+    access_key_id: SecretRef | None = Field(None, description="default: boto3's standard credential chain")
+    secret_access_key: SecretRef | None = None
+    session_token: SecretRef | None = None
+    max_connections: int = Field(8, ge=1, le=128, description="requests at once to this repository, shared by "
+                                 "every job of this process")
+    object_lock: ObjectLock | None = None
+    retries: Retries = Retries()
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_parts(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if value.strip("/") and any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{value!r}: a prefix is parts separated by single '/', without '.' or '..'")
+        return value
+
+    @field_validator("storage_class")
+    @classmethod
+    def _restorable_class(cls, value: str | None) -> str | None:
+        if value in _STORAGE_CLASSES_REFUSED:
+            raise ValueError(f"{value} objects cannot be read without a restore request first: use STANDARD, "
+                             "STANDARD_IA, INTELLIGENT_TIERING or GLACIER_IR")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "S3Repository":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither (boto3's chain)")
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError("session_token goes with access_key_id and secret_access_key")
+        if self.kms_key_id is not None and self.server_side_encryption != "SSE-KMS":
+            raise ValueError("kms_key_id needs server_side_encryption: SSE-KMS")
+        return self
+
+
 def _tag(field: str):
     def pick(value: Any) -> Any:
         if isinstance(value, dict):
@@ -72,9 +147,9 @@ def _tag(field: str):
 
 
 Repository = Annotated[
-    Union[Annotated[PosixRepository, Tag("posix")]],
+    Union[Annotated[PosixRepository, Tag("posix")], Annotated[S3Repository, Tag("s3")]],
     Discriminator(_tag("type"), custom_error_type="invalid_type",
-                  custom_error_message="`type` must be one of: posix"),
+                  custom_error_message="`type` must be one of: posix, s3"),
 ]
 
 
