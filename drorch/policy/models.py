@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from drorch.policy.types import Duration, Name, SecretRef
 
@@ -104,8 +104,8 @@ class S3Repository(RepositoryBase):
         None, description="ask the service to encrypt what it stores (SSE-KMS: with kms_key_id)")
     kms_key_id: str | None = Field(None, description="the KMS key for SSE-KMS (default: the account's S3 key)")
     access_key_id: SecretRef | None = Field(None, description="default: boto3's standard credential chain")
-    secret_access_key: SecretRef | None = None
-    session_token: SecretRef | None = None
+    secret_access_key: SecretRef | None = Field(None, validate_default=True)
+    session_token: SecretRef | None = Field(None, validate_default=True)
     max_connections: int = Field(8, ge=1, le=128, description="requests at once to this repository, shared by "
                                  "every job of this process")
     object_lock: ObjectLock | None = None
@@ -127,15 +127,27 @@ class S3Repository(RepositoryBase):
                              "STANDARD_IA, INTELLIGENT_TIERING or GLACIER_IR")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "S3Repository":
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("give both access_key_id and secret_access_key, or neither (boto3's chain)")
-        if self.session_token is not None and self.access_key_id is None:
-            raise ValueError("session_token goes with access_key_id and secret_access_key")
-        if self.kms_key_id is not None and self.server_side_encryption != "SSE-KMS":
+    # Checks across keys sit on the later key, so that an error points at a line.
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms_needs_sse_kms(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("server_side_encryption", "SSE-KMS") != "SSE-KMS":
             raise ValueError("kms_key_id needs server_side_encryption: SSE-KMS")
-        return self
+        return value
+
+    @field_validator("secret_access_key")
+    @classmethod
+    def _keys_in_pairs(cls, value: Any, info: ValidationInfo) -> Any:
+        if "access_key_id" in info.data and (info.data["access_key_id"] is None) != (value is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither (boto3's chain)")
+        return value
+
+    @field_validator("session_token")
+    @classmethod
+    def _token_with_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("access_key_id", True) is None:
+            raise ValueError("session_token goes with access_key_id and secret_access_key")
+        return value
 
 
 def _tag(field: str):
