@@ -86,8 +86,13 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
             log.info("%s: removed the leftovers of run %s, which never committed", source, label)
         result.freed_bytes = sum(size for label, size in sizes.items() if label not in result.locked)
         _prune_run_records(repo, source, committed - set(result.expired), now)
-        for name in result.wal_removed:  # after the manifests of the backups that needed them
-            repo.storage.delete(wal.wal_key(source, name))
+        for n, name in enumerate(result.wal_removed):  # after the manifests of the backups that needed them
+            try:
+                repo.storage.delete(wal.wal_key(source, name))
+            except ObjectLocked as exc:  # archived in order, so the newer ones are locked too
+                log.info("%s: WAL from %s on is still locked: %s", source, name, exc.message)
+                result.wal_removed = result.wal_removed[:n]
+                break
         return result
 
 
