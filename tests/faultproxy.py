@@ -15,7 +15,8 @@ or every request `rule(method, path)` names a fault for:
   (permanent errors: a client must not retry them).
 
 `counts` says how many of each were injected, so a test can prove that
-faults did happen; `max_in_flight` is the most requests it had at once.
+faults did happen; `max_in_flight` is the most requests it had at once;
+`latency` delays every request (to stand for a distant endpoint).
 The proxy runs in threads of the test process.
 """
 
@@ -26,6 +27,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -55,6 +57,7 @@ class FaultProxy:
         self.rate = rate
         self.faults = faults
         self.rule: Callable[[str, str], str | None] | None = None
+        self.latency = 0.0  # seconds added to every request (a distant endpoint)
         self.counts: Counter = Counter()
         self.requests = 0
         self.in_flight = 0
@@ -125,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         fault = self.owner.choose(self.command, self.path)
         self.owner.entered(+1)
+        if self.owner.latency:
+            time.sleep(self.owner.latency)
         try:
             if fault in ANSWERS:
                 status, text = ANSWERS[fault]

@@ -29,6 +29,7 @@ def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> Non
     if as_json:
         emit_json([{"source": r.source, "dry_run": r.dry_run, "expired": r.expired,
                     "leftovers": r.leftovers, "freed_bytes": r.freed_bytes, "wal_removed": r.wal_removed,
+                    "uploads_aborted": r.uploads_aborted,
                     "locked": [{"label": label, "until": _until(until)} for label, until in r.locked.items()],
                     "decisions": [{"label": d.label, "keep": d.keep, "reasons": d.reasons}
                                   for d in r.decisions]} for r in results])
@@ -44,6 +45,8 @@ def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> Non
         for label in r.leftovers:
             if label not in r.locked:
                 say(f"  {'would remove' if dry_run else 'removed'} leftovers of unfinished run {label}")
+        if r.uploads_aborted:
+            say(f"  aborted {r.uploads_aborted} multipart upload(s) that interrupted backups left behind")
         for label, until in r.locked.items():
             if _until(until):
                 say(f"  {label}: still locked (Object Lock) until {_until(until)}; expire can remove it after then")

@@ -26,7 +26,8 @@ from drorch.storage.base import ObjectLocked
 from drorch.timefmt import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
-FAILED_RECORD_KEEP = timedelta(days=30)  # failed-run records stay this long, for reports
+FAILED_RECORD_KEEP = timedelta(days=30)
+INTERRUPTED_UPLOAD_AGE = timedelta(days=1)  # a multipart upload this old is no running writer's  # failed-run records stay this long, for reports
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ExpireResult:
     wal_removed: list[str] = field(default_factory=list)
     # expired by retention, or leftovers, that Object Lock still retains: label -> until (None: legal hold)
     locked: dict[str, datetime | None] = field(default_factory=dict)
+    uploads_aborted: int = 0  # multipart uploads that crashed writers left behind
 
 
 def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = False,
@@ -86,6 +88,9 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
             log.info("%s: removed the leftovers of run %s, which never committed", source, label)
         result.freed_bytes = sum(size for label, size in sizes.items() if label not in result.locked)
         _prune_run_records(repo, source, committed - set(result.expired), now)
+        cleanup = getattr(repo.storage, "cleanup_interrupted", None)
+        if cleanup is not None:
+            result.uploads_aborted = cleanup(INTERRUPTED_UPLOAD_AGE)
         for n, name in enumerate(result.wal_removed):  # after the manifests of the backups that needed them
             try:
                 repo.storage.delete(wal.wal_key(source, name))

@@ -9,7 +9,8 @@ already on their way.
 
 What this process wrote stays readable at once: an operation on a key whose
 upload is under way waits for it, list() and is_empty() wait for them all.
-An upload's error is raised by sync() and by the next deferred put.
+An upload's error is raised by sync() and by the next deferred put; the
+uploads still queued behind it are dropped (the run has failed).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
-from drorch.storage.base import ObjectInfo, check_key
+from drorch.storage.base import ObjectInfo, StorageError, check_key
 
 
 class DeferredPuts:
@@ -28,7 +29,7 @@ class DeferredPuts:
         self.max_pending_bytes = max_pending_bytes
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="drorch-upload")
         self._cond = threading.Condition()
-        self._pending: dict[str, Future] = {}
+        self._pending: dict[str, tuple[object, Future]] = {}
         self._pending_bytes = 0
         self._error: BaseException | None = None
 
@@ -40,28 +41,30 @@ class DeferredPuts:
         if sync or if_absent:
             self.inner.put(key, data, if_absent=if_absent, sync=sync)
             return
-        size = len(data)
+        size, token = len(data), object()
         with self._cond:
             self._raise_error(keep=True)
             while self._pending_bytes and self._pending_bytes + size > self.max_pending_bytes:
                 self._cond.wait()
                 self._raise_error(keep=True)
             self._pending_bytes += size
-            future = self._pool.submit(self._upload, key, data)
-            self._pending[key] = future
-        future.add_done_callback(lambda done: self._finished(key, done, size))
+            self._pending[key] = (token, self._pool.submit(self._upload, key, data, size, token))
 
-    def _upload(self, key: str, data: bytes) -> None:
-        self.inner.put(key, data, sync=False)
-
-    def _finished(self, key: str, future: Future, size: int) -> None:
-        with self._cond:
-            self._pending_bytes -= size
-            if self._pending.get(key) is future:
-                del self._pending[key]
-            if future.exception() is not None and self._error is None:
-                self._error = future.exception()
-            self._cond.notify_all()
+    def _upload(self, key: str, data: bytes, size: int, token: object) -> None:
+        try:
+            if self._error is not None:  # an upload failed: the run is lost, do not keep the endpoint busy
+                raise StorageError(f"{self.location}{key} not written: an earlier upload failed")
+            self.inner.put(key, data, sync=False)
+        except BaseException as exc:
+            with self._cond:
+                self._error = self._error or exc
+            raise
+        finally:
+            with self._cond:
+                self._pending_bytes -= size
+                if self._pending.get(key, (None,))[0] is token:
+                    del self._pending[key]
+                self._cond.notify_all()
 
     def _raise_error(self, keep: bool = False) -> None:
         """Raise an upload's error; sync() clears it, a deferred put leaves it for sync()."""
@@ -80,9 +83,9 @@ class DeferredPuts:
 
     def _wait_for(self, key: str) -> None:
         with self._cond:
-            future = self._pending.get(key)
-        if future is not None:
-            future.exception()  # wait; a failure is raised by sync()
+            pending = self._pending.get(key)
+        if pending is not None:
+            pending[1].exception()  # wait; a failure is raised by sync()
 
     def _wait_all(self) -> None:
         with self._cond:

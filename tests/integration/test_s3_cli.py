@@ -275,3 +275,26 @@ def test_expire_removes_a_backup_once_its_lock_ended(tmp_path, moto_server, dror
     assert [row["label"] for row in drorch("list", "--policy", policy, "--json").json()] == [labels[1]]
     versions = moto_server.client().list_object_versions(Bucket=bucket, Prefix=f"drorch/data/files1/{labels[0]}/")
     assert not versions.get("Versions") and not versions.get("DeleteMarkers")  # gone, every version
+
+
+def test_check_probes_a_locked_repository(tmp_path, moto_server, drorch):
+    data, bucket, policy = locked_setup(tmp_path, moto_server, "1h")
+    assert drorch("repo", "init", "--policy", policy).code == 0
+    result = drorch("check", "--policy", policy, "--json")
+    assert result.code == 0, result.out + result.err
+    item = next(i for i in result.json()["items"] if i["name"] == "repository s3main")
+    assert item["status"] == "ok", item
+    keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == ["drorch/config"]  # the probe object is gone
+
+
+def test_expire_aborts_uploads_that_crashed_backups_left(setup, drorch, moto_server):
+    data, bucket, policy = setup
+    (data / "f").write_text("x")
+    assert drorch("backup", "--policy", policy, "--type", "full").code == 0
+    client = moto_server.client()
+    client.create_multipart_upload(Bucket=bucket, Key="drorch/data/files1/20260101T000000Z-F/p000000")
+    result = drorch("expire", "--policy", policy)
+    assert result.code == 0, result.err
+    assert "aborted 1 multipart upload(s) that interrupted backups left behind" in result.out
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -189,7 +189,24 @@ def test_background_upload_error_is_raised_by_sync(moto_server, proxy):
     assert "p000002" in excinfo.value.message
     storage.sync()  # reported once; nothing pending any more
     proxy.rule = None
-    assert [info.key for info in storage.list("data/")] == [f"data/s/l/p{n:06d}" for n in (0, 1, 3)]
+    landed = [info.key for info in storage.list("data/")]
+    assert "data/s/l/p000002" not in landed
+    assert set(landed) <= {f"data/s/l/p{n:06d}" for n in (0, 1, 3)}
+
+
+def test_uploads_queued_behind_a_failed_one_are_dropped(moto_server, proxy):
+    storage = DeferredPuts(retrying(raw(proxy.url, moto_server.bucket())), workers=1)
+    proxy.rule = lambda method, path: "403" if "p000000" in path else None
+    storage.put("data/s/l/p000000", b"x", sync=False)
+    for n in range(1, 6):
+        try:
+            storage.put(f"data/s/l/p{n:06d}", b"x", sync=False)
+        except StorageError:
+            break  # the failure shows at the next deferred put already
+    with pytest.raises(StorageError) as excinfo:
+        storage.sync()
+    assert "p000000" in excinfo.value.message
+    assert proxy.requests == 1  # nothing more was sent after the failure
 
 
 def test_background_uploads_keep_memory_bounded(moto_server):
