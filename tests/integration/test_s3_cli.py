@@ -298,3 +298,12 @@ def test_expire_aborts_uploads_that_crashed_backups_left(setup, drorch, moto_ser
     assert result.code == 0, result.err
     assert "aborted 1 multipart upload(s) that interrupted backups left behind" in result.out
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_example_s3_policy_is_valid(drorch):
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "examples" / "s3-policy.yaml"
+    result = drorch("policy", "check", "--policy", example)
+    assert result.code == 0, result.err
+    assert "each object locked 49d" in result.out
