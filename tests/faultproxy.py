@@ -128,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         fault = self.owner.choose(self.command, self.path)
         self.owner.entered(+1)
+        self._inside = True
         if self.owner.latency:
             time.sleep(self.owner.latency)
         try:
@@ -148,6 +149,14 @@ class _Handler(BaseHTTPRequestHandler):
         except _Reset:
             self.close_connection = True
         finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """The request stops counting as in flight before its answer is sent, so
+        that a client, which holds its connection slot until it has the answer,
+        never overlaps with it here: max_in_flight never overstates concurrency."""
+        if self._inside:
+            self._inside = False
             self.owner.entered(-1)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
@@ -167,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.close()
 
     def _answer(self, status: int, headers: dict, body: bytes, cut: int | None = None) -> None:
+        self._leave()
         self.send_response_only(status)
         if not any(k.lower() == "content-length" for k in headers):
             headers = {**headers, "Content-Length": str(len(body))}
@@ -179,6 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reset(self) -> None:
         """Close with RST (SO_LINGER 0): the client sees 'connection reset by peer'."""
+        self._leave()
         self.wfile.flush()
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()

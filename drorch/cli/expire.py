@@ -49,7 +49,8 @@ def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> Non
             say(f"  aborted {r.uploads_aborted} multipart upload(s) that interrupted backups left behind")
         for label, until in r.locked.items():
             if _until(until):
-                say(f"  {label}: still locked (Object Lock) until {_until(until)}; expire can remove it after then")
+                say(f"  {label}: still locked (Object Lock) until {_until(until)}; "
+                    "expire can remove it after then")
             else:
                 say(f"  {label}: still retained by Object Lock (a legal hold, or a retention without a known "
                     "end); expire can remove it once that is lifted")

@@ -26,8 +26,8 @@ from drorch.storage.base import ObjectLocked
 from drorch.timefmt import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
-FAILED_RECORD_KEEP = timedelta(days=30)
-INTERRUPTED_UPLOAD_AGE = timedelta(days=1)  # a multipart upload this old is no running writer's  # failed-run records stay this long, for reports
+FAILED_RECORD_KEEP = timedelta(days=30)  # failed-run records stay this long, for reports
+INTERRUPTED_UPLOAD_AGE = timedelta(days=1)  # a multipart upload this old is no running writer's
 
 
 @dataclass

@@ -8,11 +8,13 @@ notify, runbooks) are added beside these.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator,
+                      model_validator)
 
 from drorch.policy.types import Duration, Name, SecretRef
 
@@ -92,12 +94,10 @@ class S3Repository(RepositoryBase):
     """A repository in S3-compatible object storage (AWS S3, MinIO, Ceph RGW, ...)."""
 
     type: Literal["s3"]
-    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                        description="the bucket (it must exist)")
+    bucket: str = Field(description="the bucket (it must exist)")
     prefix: str = Field("", description="key prefix of every object, e.g. drorch/ (default: the whole bucket)")
     region: str | None = Field(None, description="the bucket's region (default: boto3's, else us-east-1)")
-    endpoint_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$",
-                                     description="e.g. http://127.0.0.1:9000 for MinIO; omit for AWS")
+    endpoint_url: str | None = Field(None, description="e.g. http://127.0.0.1:9000 for MinIO; omit for AWS")
     path_style: bool = Field(False, description="path-style addressing (endpoint/bucket/key), for MinIO and Ceph")
     storage_class: str | None = Field(None, description="e.g. STANDARD, STANDARD_IA, INTELLIGENT_TIERING")
     server_side_encryption: Literal["SSE-S3", "SSE-KMS"] | None = Field(
@@ -110,6 +110,21 @@ class S3Repository(RepositoryBase):
                                  "every job of this process")
     object_lock: ObjectLock | None = None
     retries: Retries = Retries()
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", value, re.IGNORECASE):
+            raise ValueError(f"{value!r} is not a bucket name: 3 to 63 letters, digits, '.', '-' or '_', "
+                             "starting and ending with a letter or digit")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError(f"{value!r}: give the endpoint as http://HOST[:PORT] or https://HOST[:PORT]")
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -174,7 +174,8 @@ class S3Storage:
         message = error.get("Message") or ""
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         where = self._where(key)
-        text = f"cannot {action} {where}: {status} {code}" + (f" ({message})" if message and message != code else "")
+        detail = f" ({message})" if message and message != code else ""
+        text = f"cannot {action} {where}: {status} {code}{detail}"
         if status == 412 or code == "PreconditionFailed":
             return AlreadyExists(f"{where} already exists")
         if status == 416 or code == "InvalidRange":
