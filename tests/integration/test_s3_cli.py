@@ -3,8 +3,13 @@ fault-injecting proxy between drorch and it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -301,9 +306,29 @@ def test_expire_aborts_uploads_that_crashed_backups_left(setup, drorch, moto_ser
 
 
 def test_example_s3_policy_is_valid(drorch):
-    from pathlib import Path
-
     example = Path(__file__).parents[2] / "examples" / "s3-policy.yaml"
     result = drorch("policy", "check", "--policy", example)
     assert result.code == 0, result.err
     assert "each object locked 49d" in result.out
+
+
+@pytest.mark.parametrize("point", ["after-first-pack", "before-manifest"])
+def test_backup_killed_midway_is_never_listed_and_expire_cleans_it(setup, drorch, moto_server, point):
+    data, bucket, policy = setup
+    treegen.generate(data, 8, files=20, big=1)
+    (data / "large.bin").write_bytes(os.urandom(20 << 20))  # more than one pack
+    first = drorch("backup", "--policy", policy, "--type", "full", "--json").json()["label"]
+    (data / "large.bin").write_bytes(os.urandom(20 << 20))
+    killed = subprocess.run([sys.executable, "-m", "drorch.cli.main", "backup", "--policy", str(policy),
+                             "--type", "incr"], env={**os.environ, "DRORCH_FAULT": point},
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [r["label"] for r in drorch("list", "--policy", policy, "--json").json()] == [first]
+    every = drorch("list", "--policy", policy, "--all", "--json").json()
+    assert sorted(r["status"] for r in every) == ["incomplete", "ok"]
+    leftover = next(r["label"] for r in every if r["status"] == "incomplete")
+    result = drorch("expire", "--policy", policy, "--json").json()[0]
+    assert result["leftovers"] == [leftover]
+    keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert not any(leftover in key for key in keys)
+    assert drorch("backup", "--policy", policy, "--type", "incr").code == 0
