@@ -32,6 +32,7 @@ from drorch.repo.catalog import Catalog
 from drorch.repo.locks import SourceLock
 from drorch.repo.manifest import Manifest, read_entries, write_entries, write_manifest
 from drorch.repo.repository import Repository
+from drorch.storage.base import ObjectLocked
 from drorch.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,10 @@ class _CopyOne:
                   "started": iso(utcnow()), "host": socket.gethostname(), "pid": os.getpid(),
                   "lock_token": self.lock.token, "phase": "begin", "from": self.src.id}
         for info in list(self.dst.storage.list(layout.data_prefix(self.source, self.label))):
-            self.dst.storage.delete(info.key)  # leftovers of an interrupted copy (we hold the lock)
+            try:
+                self.dst.storage.delete(info.key)  # leftovers of an interrupted copy (we hold the lock)
+            except ObjectLocked:
+                break  # under Object Lock: this copy writes new versions over them
         self.dst.put_json(run_key, record)
         checkpoint("copy-after-run-record")
         try:

@@ -332,3 +332,73 @@ def test_backup_killed_midway_is_never_listed_and_expire_cleans_it(setup, drorch
     keys = [o["Key"] for o in moto_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert not any(leftover in key for key in keys)
     assert drorch("backup", "--policy", policy, "--type", "incr").code == 0
+
+
+def test_copy_to_an_encrypted_locked_s3_site_through_faults(tmp_path, moto_server, proxy, drorch, monkeypatch):
+    """3-2-1 with ransomware protection: backups on a local directory, copied to an
+    encrypted S3 repository with Object Lock through a faulty link; each restores
+    from the copy exactly, the copy shows no plaintext, an interrupted copy resumes."""
+    monkeypatch.setenv("DRORCH_TEST_PASSPHRASE", "correct horse battery staple")
+    data = tmp_path / "data"
+    data.mkdir()
+    bucket = moto_server.bucket(object_lock=True)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(f"""\
+        repositories:
+          local:
+            type: posix
+            path: {tmp_path / "repo"}
+          dr:
+            type: s3
+            bucket: {bucket}
+            prefix: dr/
+            endpoint_url: {proxy.url}
+            path_style: true
+            access_key_id: "${{env:DRORCH_TEST_KEY_ID}}"
+            secret_access_key: "${{env:DRORCH_TEST_SECRET}}"
+            retries: {{attempts: 12, max_delay: 1s}}
+            encryption: {{passphrase: "${{env:DRORCH_TEST_PASSPHRASE}}"}}
+            object_lock: {{mode: COMPLIANCE, period: 1h}}
+        sources:
+          files1:
+            kind: files
+            repository: local
+            copy_to: [dr]
+            paths: [{data}]
+        """))
+    expected = run_chain(drorch, policy, data, ["full", "incr"], seed=21)
+    proxy.rate = 0.25
+    result = drorch("copy", "--policy", policy, "--source", "files1")
+    assert result.code == 0, result.err
+    assert proxy.injected > 0
+    for label, snap in expected.items():
+        target = tmp_path / f"restore-{label}"
+        result = drorch("restore", "--policy", policy, "--repository", "dr", "--backup", label, "--target", target)
+        assert result.code == 0, result.err
+        assert treegen.diff(snap, treegen.snapshot(target / str(data).lstrip("/"))) == []
+    proxy.rate = 0.0
+
+    client = moto_server.client()
+    names = {os.fsencode(p.name) for p in data.rglob("*") if len(p.name) > 6}
+    for obj in client.list_objects_v2(Bucket=bucket)["Contents"]:
+        body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        assert not any(name in body for name in names), f"{obj['Key']} shows a file name"
+        if obj["Key"] != "dr/config":
+            head = client.head_object(Bucket=bucket, Key=obj["Key"])
+            assert head.get("ObjectLockMode") == "COMPLIANCE", obj["Key"]
+
+    # a copy killed half-way leaves locked objects; the next copy writes over them
+    treegen.mutate(data, 2101)
+    label = drorch("backup", "--policy", policy, "--type", "diff", "--json").json()["label"]
+    killed = subprocess.run([sys.executable, "-m", "drorch.cli.main", "copy", "--policy", str(policy),
+                             "--source", "files1"], env={**os.environ, "DRORCH_FAULT": "copy-before-manifest"},
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert label not in [r["label"] for r in drorch("list", "--policy", policy, "--repository", "dr",
+                                                     "--json").json()]
+    result = drorch("copy", "--policy", policy, "--source", "files1")
+    assert result.code == 0, result.err
+    target = tmp_path / "restore-diff"
+    assert drorch("restore", "--policy", policy, "--repository", "dr", "--backup", label,
+                  "--target", target).code == 0
+    assert treegen.diff(treegen.snapshot(data), treegen.snapshot(target / str(data).lstrip("/"))) == []
