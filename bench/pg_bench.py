@@ -94,6 +94,9 @@ class Bench:
                              "'hex') FROM generate_series(%s, %s) g, generate_series(1, 16) s GROUP BY g",
                              start + 1, min(rows, start + 200_000))
         self.cluster.sql("CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz, payload text)")
+        # Settle hint bits and the visibility map now: otherwise whichever tool backs up
+        # first sees pages that change again right after, and the comparison is unfair.
+        self.cluster.sql("VACUUM (FREEZE, ANALYZE)")
         self.cluster.sql("CHECKPOINT")
         size = self.cluster.scalar("SELECT pg_database_size('postgres')")
         print(f"database size {size / 1e9:.2f} GB", flush=True)
@@ -113,8 +116,18 @@ class Bench:
         new = [p for p in (self.pgbr_repo / "backup" / "bench").glob("2*") if p.name not in before]
         return wall, rss, du(new[0])
 
+    def drain_archive(self) -> None:
+        """Wait until every WAL segment so far is archived (by both tools): a backup
+        must not pay for a backlog the workload left behind."""
+        self.cluster.sql("SELECT pg_switch_wal()")
+        status = self.cluster.pgdata / "pg_wal" / "archive_status"
+        while any(status.glob("*.ready")):
+            time.sleep(0.5)
+
     def compare(self, what: str, btype: str) -> None:
+        self.drain_archive()
         d = self.drorch_backup(btype)
+        self.drain_archive()
         p = self.pgbr_backup(btype)
         self.rows.append((what, d, p))
         print(f"  {what}: drorch {d[0]:.1f}s {d[2] / 1e6:.0f} MB | pgBackRest {p[0]:.1f}s {p[2] / 1e6:.0f} MB",
@@ -141,39 +154,60 @@ class Bench:
             self.cluster.pgbench("-n", "-c", "2", "-T", str(self.args.seconds), "-f", script)
 
     def wal_latency(self) -> None:
-        """Per-segment archive-push / archive-get, one process per segment, into fresh archives."""
-        segments = sorted(p for p in (self.cluster.pgdata / "pg_wal").glob("0*") if len(p.name) == 24)
-        segments = segments[: self.args.segments]
+        """Per-segment archive-push / archive-get, one process per segment (as PostgreSQL
+        calls them), into fresh archives: drorch synchronous and --async, pgBackRest."""
+        pg_wal = self.base / "scratch-pg_wal"
+        (pg_wal / "archive_status").mkdir(parents=True)
+        for segment in sorted(p for p in (self.cluster.pgdata / "pg_wal").glob("0*")
+                              if len(p.name) == 24)[: self.args.segments]:
+            shutil.copy(segment, pg_wal / segment.name)
+            (pg_wal / "archive_status" / f"{segment.name}.ready").touch()
+        subprocess.run(["chown", "-R", "postgres:postgres", str(pg_wal)], check=True)
+        segments = sorted(p for p in pg_wal.glob("0*"))
         scratch = self.base / "scratch"
         scratch.mkdir()
         shutil.chown(scratch, "postgres", "postgres")
         policy = scratch / "policy.yaml"
-        policy.write_text(self.policy.read_text().replace(str(self.base / "drorch-repo"), str(scratch / "drorch")))
+        text = self.policy.read_text().replace(str(self.base / "drorch-repo"), str(scratch / "drorch"))
+        policy.write_text(text + text[text.index("  bench:"):].replace("  bench:", "  abench:"))
         conf = scratch / "pgbackrest.conf"
         conf.write_text(self.pgbr_conf.read_text().replace(str(self.pgbr_repo), str(scratch / "pgbr")))
         as_postgres(["pgbackrest", f"--config={conf}", "--stanza=bench", "stanza-create"])
         out = scratch / "got"
         out.mkdir()
         shutil.chown(out, "postgres", "postgres")
+        spool = scratch / "spool"
+        spool.mkdir()
+        shutil.chown(spool, "postgres", "postgres")
         results = {}
         for tool, push, get in (
+            ("drorch --async", lambda s: [self.runtime, "wal-push", "--async", "--spool", spool, "--policy", policy,
+                                          "--source", "abench", s],
+             lambda n: [self.runtime, "wal-get", "--async", "--spool", spool, "--policy", policy, "--source",
+                        "abench", n, out / n]),
             ("drorch", lambda s: [self.runtime, "wal-push", "--policy", policy, "--source", "bench", s],
              lambda n: [self.runtime, "wal-get", "--policy", policy, "--source", "bench", n, out / n]),
             ("pgBackRest", lambda s: ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-push", s],
              lambda n: ["pgbackrest", f"--config={conf}", "--stanza=bench", "archive-get", n, out / n]),
         ):
+            for ready in (pg_wal / "archive_status").glob("*.done"):
+                ready.rename(ready.with_suffix(".ready"))
             start = time.monotonic()
-            for segment in segments:
-                as_postgres(push(segment), cwd=self.cluster.pgdata)
+            for segment in segments:  # as PostgreSQL's archiver: one call after another, .ready -> .done
+                as_postgres(push(segment), cwd=pg_wal)
+                status = pg_wal / "archive_status" / f"{segment.name}.ready"
+                status.rename(status.with_suffix(".done"))
             pushed = (time.monotonic() - start) / len(segments)
             start = time.monotonic()
             for segment in segments:
                 as_postgres(get(segment.name))
             got = (time.monotonic() - start) / len(segments)
             results[tool] = (pushed, got)
-        d, p = results["drorch"], results["pgBackRest"]
+        d, a, p = results["drorch"], results["drorch --async"], results["pgBackRest"]
         self.rows.append(("wal-push per segment", (d[0], 0, 0), (p[0], 0, 0)))
+        self.rows.append(("wal-push --async per seg", (a[0], 0, 0), (p[0], 0, 0)))
         self.rows.append(("wal-get per segment", (d[1], 0, 0), (p[1], 0, 0)))
+        self.rows.append(("wal-get --async per seg", (a[1], 0, 0), (p[1], 0, 0)))
 
     # -- report ------------------------------------------------------------------
 
