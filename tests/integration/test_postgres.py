@@ -464,3 +464,46 @@ def test_tablespaces_and_config_outside_the_data_directory(env, drorch):
     assert bad.code == 2 and "no tablespace 99999" in bad.err
     as_postgres([BIN / "pg_ctl", "-D", etc, "-m", "immediate", "stop"], check=False)
     db.started = False
+
+
+def test_rebuild_a_standby_and_reseed_it_with_delta(env, drorch):
+    assert drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full").code == 0
+    target = env.base / "rebuilt-standby"
+    conninfo = f"host=127.0.0.1 port={env.primary.port} user=postgres"
+    result = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--target", target, "--standby",
+                    "--primary-conninfo", conninfo)
+    assert result.code == 0, result.err
+    assert (target / "standby.signal").exists() and not (target / "recovery.signal").exists()
+    standby = env.start_restored(env.restored(target.name))
+    standby.wait_ready()
+    assert standby.scalar("SELECT pg_is_in_recovery()")
+    env.primary.sql("CREATE TABLE IF NOT EXISTS streamed (x int); INSERT INTO streamed VALUES (42)")
+    deadline = time.monotonic() + 60
+    while True:  # it follows the primary by streaming
+        try:
+            if standby.scalar("SELECT count(*) FROM streamed WHERE x = 42") == 1:
+                break
+        except psycopg.Error:
+            pass
+        assert time.monotonic() < deadline, standby.log()[-2000:]
+        time.sleep(0.2)
+    standby.stop()
+
+    env.primary.sql("INSERT INTO streamed SELECT generate_series(1, 1000)")
+    assert drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "incr").code == 0
+    reseed = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--target", target, "--standby",
+                    "--primary-conninfo", conninfo, "--delta", "--json")
+    assert reseed.code == 0, reseed.err
+    assert reseed.json()["unchanged_files"] > 100  # only what differed was rewritten
+    env.start_restored(standby)  # the delta brought back the primary's postgresql.conf: its port again
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if standby.scalar("SELECT count(*) FROM streamed") == 1001:
+                break
+        except psycopg.Error:
+            pass
+        assert time.monotonic() < deadline, standby.log()[-2000:]
+        time.sleep(0.2)
+    assert standby.scalar("SELECT pg_is_in_recovery()")
+    standby.kill()
