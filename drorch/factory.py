@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+
 from drorch.engine.retention import Rules
 from drorch.errors import UsageError
 from drorch.hosts.local import LocalHost
@@ -34,17 +38,69 @@ def repository_name(policy: Policy, source: str | None, repository: str | None) 
 def storage_for(policy: Policy, repository: str):
     model = policy.repositories[repository]
     if model.type == "posix":
-        return PosixStorage(model.path)
+        return PosixStorage(model.path, group=model.group)
+    if model.type == "s3":
+        return s3_storage(policy, repository)
     raise UsageError(f"repository {repository}: type {model.type} is not supported yet")
+
+
+def s3_storage(policy: Policy, repository: str):
+    """S3Storage, retried (retrying.py), with background uploads of packs (deferred.py)."""
+    from drorch.policy.object_lock import lock_period
+    from drorch.repo.layout import MUTABLE_PREFIXES
+    from drorch.storage.deferred import DeferredPuts
+    from drorch.storage.retrying import RetryingStorage
+    from drorch.storage.s3 import ObjectLockSettings, S3Storage, make_client
+
+    model = policy.repositories[repository]
+    secret = lambda ref: ref.resolve() if ref is not None else None  # noqa: E731
+    client = make_client(region=model.region, endpoint_url=model.endpoint_url, path_style=model.path_style,
+                         access_key_id=secret(model.access_key_id),
+                         secret_access_key=secret(model.secret_access_key),
+                         session_token=secret(model.session_token), max_connections=model.max_connections)
+    lock = None
+    if model.object_lock is not None:
+        lock = ObjectLockSettings(model.object_lock.mode, lock_period(policy, repository).period,
+                                  MUTABLE_PREFIXES)
+    sse = {"SSE-S3": "AES256", "SSE-KMS": "aws:kms", None: None}[model.server_side_encryption]
+    storage = S3Storage(client, model.bucket, model.prefix, endpoint=model.endpoint_url,
+                        storage_class=model.storage_class, sse=sse, kms_key_id=model.kms_key_id,
+                        max_connections=model.max_connections, object_lock=lock)
+    retrying = RetryingStorage(storage, attempts=model.retries.attempts,
+                               max_delay=model.retries.max_delay.total_seconds())
+    return DeferredPuts(retrying, workers=model.max_connections)
 
 
 def open_repository(policy: Policy, repository: str, *, create: bool = False) -> Repository:
     """Open a repository; create=True initialises an empty location (first write)."""
     model = policy.repositories[repository]
     storage = storage_for(policy, repository)
+    passphrase = repository_passphrase(policy, repository)
     if create:
-        return Repository.open_or_init(storage, compression_level=model.compression.level)
-    return Repository.open(storage, compression_level=model.compression.level)
+        return Repository.open_or_init(storage, compression_level=model.compression.level,
+                                       passphrase=passphrase)
+    return Repository.open(storage, compression_level=model.compression.level, passphrase=passphrase)
+
+
+def repository_passphrase(policy: Policy, repository: str) -> str | None:
+    """The passphrase the policy gives a repository (None: not encrypted)."""
+    encryption = policy.repositories[repository].encryption
+    return None if encryption is None else encryption.passphrase.resolve()
+
+
+def copy_targets(policy: Policy, source: str, to: str | None) -> list[str]:
+    """The repositories `drorch copy` writes a source's copies to: --to, or its copy_to."""
+    model = source_policy(policy, source)
+    if to is None:
+        if not model.copy_to:
+            raise UsageError(f"source {source} has no `copy_to` repositories in {policy.path}",
+                             "name one with --to REPOSITORY, or add `copy_to: [NAME]` to the source")
+        return list(model.copy_to)
+    name = repository_name(policy, None, to)
+    if name == model.repository:
+        raise UsageError(f"repository {name} is the main repository of source {source}: it cannot be "
+                         "a copy of itself", "name another repository with --to")
+    return [name]
 
 
 _open_hosts: list = []
@@ -85,10 +141,54 @@ def close_hosts() -> None:
 
 def make_source(policy: Policy, name: str):
     model = source_policy(policy, name)
-    host = make_host(policy, model.host)
     if model.kind == "files":
+        host = make_host(policy, model.host)
         return FilesSource(name, host, model.paths, model.include, model.exclude, model.one_file_system)
+    if model.kind == "postgres":
+        return _postgres_source(policy, name, model)
     raise UsageError(f"source {name}: kind {model.kind} is not supported yet")
+
+
+def pg_params(model):
+    from drorch.sources.pg_conn import PgParams  # psycopg only when a PostgreSQL source is used
+
+    return PgParams(host=model.host, port=model.port, user=model.user, dbname=model.dbname,
+                    password=model.password.resolve() if model.password else None, sslmode=model.sslmode,
+                    connect_timeout=int(model.connect_timeout.total_seconds()))
+
+
+def this_drorch() -> str:
+    """A command line that runs this drorch (for PostgreSQL's restore_command)."""
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "drorch" and os.access(argv0, os.X_OK):
+        return argv0
+    beside = os.path.join(os.path.dirname(sys.executable), "drorch")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("drorch") or f"{sys.executable} -m drorch.cli.main"
+
+
+def _postgres_source(policy: Policy, name: str, model):
+    from drorch.sources.postgres import PgSettings, PostgresSource
+
+    if model.mode == "logical":
+        from drorch.sources.pg_logical import PgLogicalSource
+
+        return PgLogicalSource(name, pg_params(model.connection), model.bin_dir, model.databases)
+
+    standby = model.standby
+    from_standby = model.backup_from == "standby"
+    settings = PgSettings(
+        pgdata=(standby.pgdata or model.pgdata) if from_standby else model.pgdata,
+        primary=pg_params(model.connection),
+        standby=pg_params(standby.connection) if standby else None,
+        backup_from=model.backup_from, os_user=model.os_user,
+        drorch_command=model.drorch_command or this_drorch(),
+        policy_path=str(policy.path.resolve()),
+        archive_timeout=model.archive.timeout.total_seconds(), spool=model.archive.spool,
+        prefetch=model.archive.prefetch)
+    host = make_host(policy, standby.host if from_standby else model.host)
+    return PostgresSource(name, host, settings)
 
 
 def retention_rules(policy: Policy, source: str) -> Rules:

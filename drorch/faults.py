@@ -11,6 +11,8 @@ import os
 import signal
 
 POINTS = ("after-run-record", "after-first-pack", "before-entries", "before-manifest", "after-manifest")
+COPY_POINTS = ("copy-after-run-record", "copy-after-first-pack", "copy-before-entries", "copy-before-manifest",
+               "copy-after-manifest")
 
 
 def checkpoint(name: str) -> None:

@@ -66,3 +66,23 @@ def files_setup(tmp_path):
     repo = tmp_path / "repo"
     policy = write_policy(tmp_path / "policy.yaml", repo, [data])
     return data, repo, policy
+
+
+@pytest.fixture(scope="session")
+def drorch_runtime():
+    """A drorch executable that the postgres and mysql users can run."""
+    from tests.runtime import drorch_runtime as build
+
+    return build()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """An S3 endpoint for the session: moto in server mode, its own process on 127.0.0.1."""
+    from tests.s3server import MotoServer
+
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

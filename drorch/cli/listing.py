@@ -25,7 +25,7 @@ def run_row(run, source: str) -> dict:
             "parent": data.get("parent"), "status": run.status, "started": data.get("started"),
             "finished": data.get("failed"), "files": None, "size_bytes": None, "stored_bytes": None,
             "pinned": False, "verification": None, "phase": data.get("phase"),
-            "error": data.get("error")}
+            "error": data.get("error"), "operation": data.get("operation", "backup")}
 
 
 def collect(policy, source: str | None, repository: str | None, show_all: bool) -> list[dict]:
@@ -64,7 +64,8 @@ def list_cmd(policy_path, source: str | None, repository: str | None, show_all: 
         return
     table(["SOURCE", "LABEL", "TYPE", "STATUS", "PARENT", "FINISHED", "FILES", "SIZE", "STORED"],
           [[r["source"], r["label"] + (" (pinned)" if r["pinned"] else ""), r["type"],
-            r["status"] + (f" in {r['phase']}: {r['error']}" if r.get("error") else ""),
+            r["status"] + (" copy" if r.get("operation") == "copy" else "")
+            + (f" in {r['phase']}: {r['error']}" if r.get("error") else ""),
             r["parent"] or "-", r["finished"] or "-", r["files"], human_bytes(r["size_bytes"]),
             human_bytes(r["stored_bytes"])] for r in rows])
 

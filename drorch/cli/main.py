@@ -7,7 +7,7 @@ import sys
 import click
 
 from drorch import __version__
-from drorch.cli import backup, expire, listing, pin, policy_cmd, repo_cmd, restore, show
+from drorch.cli import backup, check, copy_cmd, expire, listing, pin, policy_cmd, repo_cmd, restore, show, wal_cmd
 from drorch.cli.render import run_main, setup_logging
 from drorch.factory import close_hosts
 
@@ -23,7 +23,7 @@ def cli(verbose: int) -> None:
     click.get_current_context().call_on_close(close_hosts)  # SSH connections end with the command
 
 
-for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin):
+for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check, copy_cmd):
     module.register(cli)
 
 

@@ -9,6 +9,7 @@ import click
 from drorch.cli.common import json_option, load, policy_option
 from drorch.cli.render import emit_json, say
 from drorch.policy.models import PolicyDocument
+from drorch.policy.object_lock import lock_period
 
 
 @click.group("policy")
@@ -23,15 +24,26 @@ def policy_group() -> None:
 def check(path: str | None, policy_path, as_json: bool) -> None:
     """Validate a policy file or directory; every problem as FILE:LINE:COL: key: message (exit 2)."""
     policy = load(path or policy_path)
+    locks = {name: (repo.object_lock.mode, lock_period(policy, name))
+             for name, repo in sorted(policy.repositories.items()) if getattr(repo, "object_lock", None)}
     summary = {"ok": True, "files": [str(f) for f in policy.files],
                "repositories": sorted(policy.repositories), "sources": sorted(policy.sources)}
+    if locks:
+        summary["object_lock"] = {name: {"mode": mode, "period_seconds": int(period.period.total_seconds()),
+                                         "why": period.why} for name, (mode, period) in locks.items()}
     if as_json:
         emit_json(summary)
         return
     say(f"policy OK: {len(policy.files)} file(s), {len(policy.repositories)} repositories, "
         f"{len(policy.sources)} sources")
+    for name, (mode, period) in locks.items():
+        say(f"  repository {name}: Object Lock {mode}, each object locked {period.why}")
     for name, source in sorted(policy.sources.items()):
-        say(f"  source {name}: {source.kind} on {source.host} -> repository {source.repository}")
+        copies = f" (copies: {', '.join(source.copy_to)})" if source.copy_to else ""
+        say(f"  source {name}: {source.kind} on {source.host} -> repository {source.repository}{copies}")
+    for name, repo in sorted(policy.repositories.items()):
+        if repo.encryption is not None:
+            say(f"  repository {name}: encrypted, passphrase from {repo.encryption.passphrase.ref}")
 
 
 @policy_group.command("schema")

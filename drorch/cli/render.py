@@ -74,6 +74,8 @@ def run_main(command: click.Command, args: list[str] | None = None) -> int:
         return fail(error)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except SystemExit as exc:  # a verb's own exit status (e.g. check: 1 when an item failed)
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code if exc.exit_code else EXIT_USAGE

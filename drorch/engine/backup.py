@@ -8,10 +8,11 @@ import socket
 from dataclasses import dataclass, field
 
 from drorch import __version__
+from drorch.engine import wal
 from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
-from drorch.errors import DrorchError
+from drorch.errors import DrorchError, UsageError
 from drorch.faults import checkpoint
 from drorch.fsmeta import DIR, HARDLINK, Entry
 from drorch.repo import layout
@@ -58,6 +59,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
                workers: int | None = None) -> BackupResult:
     if requested not in TYPES:
         raise DrorchError(f"unknown backup type {requested!r}", "use full, diff or incr", exit_code=2)
+    if requested != "full" and getattr(source, "full_only", False):
+        raise UsageError(f"source {source.name} takes full backups only (mode logical); use --type full")
     progress = progress or Progress()
     progress.phase = "connect"
     getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
@@ -70,11 +73,14 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
 
 
 class _Backup:
+    archive_timeout = 60.0
+
     def __init__(self, repo, source, requested, checksum, progress, lock, workers):
         self.repo, self.source, self.requested = repo, source, requested
         self.checksum, self.progress, self.lock, self.workers = checksum, progress, lock, workers
         self.warnings: list[str] = []
         self.phase = "plan"
+        self.archive_timeout = getattr(getattr(source, "settings", None), "archive_timeout", 60.0)
 
     def warn(self, message: str) -> None:
         log.warning("%s: %s", self.source.name, message)
@@ -126,6 +132,10 @@ class _Backup:
                     self.progress.plan(files=1, nbytes=entry.size)
                     entries.append(entry)
                     pipeline.add(entry, reference.get(entry.path))
+                for entry, chunks in getattr(self.source, "streams", lambda warn: [])(self.warn):
+                    self.progress.plan(files=1)
+                    entries.append(entry)
+                    pipeline.add_stream(entry, chunks)
                 stats = pipeline.drain()
             except BaseException:
                 pipeline.abort()
@@ -139,6 +149,10 @@ class _Backup:
             pipeline.add_generated(entry, data)
             entries.append(entry)
         packer.flush()
+        required = getattr(self.source, "required_archive", None)
+        if required is not None:
+            self._set_phase("archive")
+            wal.wait_for(self.repo, self.source.name, required(end.facts), self.archive_timeout)
         self.warnings += stats.warnings
         entries = _drop_vanished(entries)
         self._set_phase("commit")

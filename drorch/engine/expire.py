@@ -3,6 +3,10 @@
 Runs under the source's lock, so a backup in progress is never touched.
 Manifests go before the data they reference (an interrupted expire leaves
 unreferenced data, never a listed backup with missing data).
+
+On storage with Object Lock, a backup whose manifest is still retained is
+not touched (its data was written before it, so it is retained no longer):
+it is reported with the time after which a later expire can remove it.
 """
 
 from __future__ import annotations
@@ -11,16 +15,19 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from drorch.engine import wal
 from drorch.engine.retention import BackupRef, Decision, Rules, decide
 from drorch.errors import RepositoryError
 from drorch.repo import layout
 from drorch.repo.catalog import Catalog
 from drorch.repo.locks import SourceLock
 from drorch.repo.repository import Repository
+from drorch.storage.base import ObjectLocked
 from drorch.timefmt import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 FAILED_RECORD_KEEP = timedelta(days=30)  # failed-run records stay this long, for reports
+INTERRUPTED_UPLOAD_AGE = timedelta(days=1)  # a multipart upload this old is no running writer's
 
 
 @dataclass
@@ -31,10 +38,16 @@ class ExpireResult:
     expired: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # labels of runs that never committed
     freed_bytes: int = 0
+    wal_removed: list[str] = field(default_factory=list)
+    # expired by retention, or leftovers, that Object Lock still retains: label -> until (None: legal hold)
+    locked: dict[str, datetime | None] = field(default_factory=dict)
+    uploads_aborted: int = 0  # multipart uploads that crashed writers left behind
 
 
 def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = False,
-               now: datetime | None = None, lock_wait: float = 0.0) -> ExpireResult:
+               now: datetime | None = None, lock_wait: float = 0.0, with_wal: bool = False) -> ExpireResult:
+    """Apply retention to one source; with_wal also removes archived WAL that no
+    kept backup needs (everything before the oldest kept backup's start)."""
     now = now or utcnow()
     with SourceLock(repo, source, "expire").acquire(wait=lock_wait):
         catalog = Catalog(repo)
@@ -47,22 +60,44 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
             if manifest.label in kept and not set(manifest.chain) <= kept:
                 raise RepositoryError(f"{source}: retention would drop part of the chain of "
                                       f"{manifest.label}; nothing was expired", "report this bug")
-        result.expired = [m.label for m in backups if m.label not in kept]
+        expired = [m.label for m in backups if m.label not in kept]
+        result.locked = _still_locked(repo, source, expired, now)
+        result.expired = [label for label in expired if label not in result.locked]
         committed = {m.label for m in backups}
         unfinished = {run.label for run in catalog.runs(source) if run.status == "incomplete"}
         result.leftovers = sorted((_data_labels(repo, source) - committed) | unfinished)
-        result.freed_bytes = sum(_size(repo, source, label) for label in result.expired + result.leftovers)
+        sizes = {label: _size(repo, source, label) for label in result.expired + result.leftovers}
+        result.freed_bytes = sum(sizes.values())
+        if with_wal:
+            starts = [m.source_facts.get("start_wal") for m in backups if m.label in kept]
+            oldest = min((s for s in starts if s), key=wal.position_key, default=None)
+            result.wal_removed = wal.expirable(repo, source, oldest)
         if dry_run:
             return result
-        for label in result.expired:
-            repo.storage.delete(layout.manifest_key(source, label))  # uncommit first
+        for label in list(result.expired):
+            try:
+                repo.storage.delete(layout.manifest_key(source, label))  # uncommit first
+            except ObjectLocked as exc:
+                _note_locked(result, label, exc)
+                continue
             repo.storage.delete(layout.pin_key(source, label))
-            _delete_data(repo, source, label)
+            _delete_data(repo, source, label, result)
             log.info("%s: expired backup %s (%s)", source, label, "; ".join(decisions[label].reasons))
         for label in result.leftovers:
-            _delete_data(repo, source, label)
+            _delete_data(repo, source, label, result)
             log.info("%s: removed the leftovers of run %s, which never committed", source, label)
+        result.freed_bytes = sum(size for label, size in sizes.items() if label not in result.locked)
         _prune_run_records(repo, source, committed - set(result.expired), now)
+        cleanup = getattr(repo.storage, "cleanup_interrupted", None)
+        if cleanup is not None:
+            result.uploads_aborted = cleanup(INTERRUPTED_UPLOAD_AGE)
+        for n, name in enumerate(result.wal_removed):  # after the manifests of the backups that needed them
+            try:
+                repo.storage.delete(wal.wal_key(source, name))
+            except ObjectLocked as exc:  # archived in order, so the newer ones are locked too
+                log.info("%s: WAL from %s on is still locked: %s", source, name, exc.message)
+                result.wal_removed = result.wal_removed[:n]
+                break
         return result
 
 
@@ -75,9 +110,36 @@ def _size(repo: Repository, source: str, label: str) -> int:
     return sum(info.size for info in repo.storage.list(layout.data_prefix(source, label)))
 
 
-def _delete_data(repo: Repository, source: str, label: str) -> None:
+def _still_locked(repo: Repository, source: str, labels: list[str], now: datetime) -> dict[str, datetime | None]:
+    """Backups whose manifest Object Lock still retains (storage without it: none)."""
+    locked_until = getattr(repo.storage, "locked_until", None)
+    if locked_until is None:
+        return {}
+    found = {}
+    for label in labels:
+        until = locked_until(layout.manifest_key(source, label))
+        if until is not None and until > now:
+            found[label] = until
+    return found
+
+
+def _note_locked(result: ExpireResult, label: str, exc: ObjectLocked) -> None:
+    log.info("%s: %s is still locked: %s", result.source, label, exc.message)
+    if label in result.expired:
+        result.expired.remove(label)
+    if label not in result.locked:
+        result.locked[label] = exc.until
+
+
+def _delete_data(repo: Repository, source: str, label: str, result: ExpireResult) -> None:
+    """Delete a backup's data; objects still locked stay (a later expire removes them)."""
     for info in list(repo.storage.list(layout.data_prefix(source, label))):
-        repo.storage.delete(info.key)
+        try:
+            repo.storage.delete(info.key)
+        except ObjectLocked as exc:  # written together, so the rest is locked too
+            log.info("%s: data of %s is still locked: %s", source, label, exc.message)
+            result.locked.setdefault(label, exc.until)
+            return
 
 
 def _prune_run_records(repo: Repository, source: str, committed: set[str], now: datetime) -> None:

@@ -14,8 +14,9 @@ from drorch.repo.repository import Repository
 
 
 class Packer:
-    def __init__(self, repo: Repository, source: str, label: str):
+    def __init__(self, repo: Repository, source: str, label: str, *, fault_point: str = "after-first-pack"):
         self.repo = repo
+        self.fault_point = fault_point
         self.source = source
         self.label = label
         self.target = repo.pack_size
@@ -48,7 +49,7 @@ class Packer:
     def _write(self, number: int, data: bytearray, blobs: int) -> None:
         # Durability is deferred to the sync() before the commit (FORMAT.md, write order).
         self.repo.storage.put(layout.pack_key(self.source, self.label, number), data, sync=False)
-        checkpoint("after-first-pack")
+        checkpoint(self.fault_point)
         with self._lock:
             self.packs.append({"n": number, "size": len(data), "blobs": blobs})
             self.stored_bytes += len(data)

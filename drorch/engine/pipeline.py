@@ -14,12 +14,14 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from drorch.engine.packer import Packer
 from drorch.engine.progress import Progress
 from drorch.fsmeta import FILE, Entry
+from drorch.repo import layout
 from drorch.repo.repository import Repository
 from drorch.sources.base import Source
 
@@ -65,6 +67,8 @@ class Pipeline:
         self.block_size = repo.block_size
         # a remote source reads several blocks per request (fewer round trips)
         self.blocks_per_read = max(1, getattr(source, "read_unit", 0) // self.block_size)
+        self._inspect = getattr(source, "inspect", None)
+        self.context = layout.data_prefix(source.name, label)  # what every pack blob is bound to
         self.stats = PipelineStats()
         self._stats_lock = threading.Lock()
         workers = workers or max(2, os.cpu_count() or 2)
@@ -72,6 +76,7 @@ class Pipeline:
         self._slots = threading.BoundedSemaphore(workers * 3)
         self._batch: list[tuple[Entry, Entry | None]] = []
         self._batch_bytes = 0
+        self._streams: list[Entry] = []
         self._error: BaseException | None = None
 
     # -- submitting (main thread) --------------------------------------------------
@@ -107,6 +112,31 @@ class Pipeline:
         entry.checksum = checksum_of(entry.blocks, 0)
         self.progress.add(files=1, nbytes=len(data))
 
+    def add_stream(self, entry: Entry, chunks) -> None:
+        """Store a stream the source produces (e.g. pg_dump's output) as blocks,
+        compressed in the workers while the stream is still being read."""
+        bs = self.block_size
+        entry.bs, entry.blocks, entry.size = bs, [], 0
+        buffer = bytearray()
+        for chunk in chunks:
+            buffer += chunk
+            while len(buffer) >= bs:
+                self._submit_stream_block(entry, bytes(buffer[:bs]))
+                del buffer[:bs]
+        if buffer:
+            self._submit_stream_block(entry, bytes(buffer))
+        self._streams.append(entry)
+
+    def _submit_stream_block(self, entry: Entry, data: bytes) -> None:
+        index = len(entry.blocks)
+        entry.blocks.append(None)
+        entry.size += len(data)
+        self._submit(self._store_stream_block, entry, index, data)
+
+    def _store_stream_block(self, entry: Entry, index: int, data: bytes) -> None:
+        entry.blocks[index] = self._store(data, None, index)
+        self.progress.add(nbytes=len(data))
+
     def drain(self) -> PipelineStats:
         """Wait for every submitted read; the packer stays open for add_generated()."""
         try:
@@ -115,6 +145,9 @@ class Pipeline:
         finally:
             self._pool.shutdown(wait=True)
         self._raise_if_failed()
+        for entry in self._streams:
+            entry.checksum = checksum_of(entry.blocks, entry.bs)
+            self.progress.add(files=1)
         return self.stats
 
     def abort(self) -> None:
@@ -155,12 +188,15 @@ class Pipeline:
         with self._stats_lock:
             self.stats.warnings.append(message)
 
-    def _store(self, data: bytes, ref_block: tuple | None, index: int, sha: str | None = None) -> tuple:
+    def _store(self, data: bytes, ref_block: tuple | None, index: int, sha: str | None = None,
+               entry: Entry | None = None, offset: int = 0) -> tuple:
         """One block: reuse the parent's when identical, else encode and pack it."""
+        if self._inspect is not None and entry is not None:
+            self._inspect(entry, offset, data)
         sha = sha or hashlib.sha256(data).hexdigest()
         if ref_block is not None and ref_block[5] == sha and ref_block[4] == len(data):
             return tuple(ref_block)
-        blob = self.repo.codec.encode(data)
+        blob = self.repo.codec.encode(data, context=self.context)
         pack, offset = self.packer.add(blob)
         return (self.label, pack, offset, len(blob), len(data), sha)
 
@@ -184,7 +220,7 @@ class Pipeline:
             return
         ref_block = ref.blocks[0] if ref is not None and ref.bs == 0 and ref.blocks else None
         entry.bs = 0
-        entry.blocks = [self._store(data, ref_block, 0)] if data else []
+        entry.blocks = [self._store(data, ref_block, 0, entry=entry)] if data else []
         entry.checksum = checksum_of(entry.blocks, 0)
         self.progress.add(files=1, nbytes=len(data))
 
@@ -205,7 +241,8 @@ class Pipeline:
             if now is None:
                 self._vanished(entry)
                 return None
-            if now.same_stat(entry) and len(data) == entry.size:
+            if now.same_stat(entry) and len(data) == entry.size and not (
+                    _racy(now) and self.source.read(entry, 0, self.block_size + 1) != data):
                 return data
             _take_stat(entry, now)
             if attempt == TORN_RETRIES:
@@ -233,11 +270,13 @@ class Pipeline:
                 if not data:
                     break
                 self._count("read_bytes", len(data))
-                blocks.append(self._store(data, _ref_block(ref, bs, len(blocks)), len(blocks)))
+                blocks.append(self._store(data, _ref_block(ref, bs, len(blocks)), len(blocks),
+                                          entry=entry, offset=offset))
                 offset += len(data)
             after = self.source.restat(entry)
             if not self.source.detect_torn or (
-                    after is not None and after.same_stat(entry) and offset == entry.size):
+                    after is not None and after.same_stat(entry) and offset == entry.size
+                    and not (_racy(after) and not self._same_again(entry, blocks))):
                 break
             if attempt == TORN_RETRIES:
                 self._torn(entry)
@@ -262,7 +301,8 @@ class Pipeline:
             self._count("read_bytes", len(data))
             for i in range(count):  # (a file that shrank gives short or empty blocks, as one by one)
                 block = data[i * entry.bs:(i + 1) * entry.bs]
-                entry.blocks[index + i] = self._store(block, _ref_block(state.ref, entry.bs, index + i), index + i)
+                entry.blocks[index + i] = self._store(block, _ref_block(state.ref, entry.bs, index + i), index + i,
+                                                      entry=entry, offset=offset + i * entry.bs)
             self.progress.add(nbytes=len(data))
         with state.lock:
             state.remaining -= count
@@ -281,8 +321,9 @@ class Pipeline:
             if now is None:
                 self._vanished(entry)
                 return
-            if not complete or not now.same_stat(entry):
-                self._store_streamed(entry, state.ref)  # rare: changed while read
+            if not complete or not now.same_stat(entry) or (
+                    _racy(now) and not self._same_again(entry, entry.blocks)):
+                self._store_streamed(entry, state.ref)  # rare: changed while it was read
                 return
         elif None in entry.blocks:
             self._vanished(entry)
@@ -290,6 +331,16 @@ class Pipeline:
         entry.size = sum(block[4] for block in entry.blocks)
         entry.checksum = checksum_of(entry.blocks, entry.bs)
         self.progress.add(files=1)
+
+    def _same_again(self, entry: Entry, blocks: list) -> bool:
+        """Read a file once more and compare it, block by block, with what was stored."""
+        offset = 0
+        for block in blocks:
+            data = self.source.read(entry, offset, block[4])
+            if hashlib.sha256(data).hexdigest() != block[5]:
+                return False
+            offset += len(data)
+        return len(self.source.read(entry, offset, 1)) == 0
 
     def _vanished(self, entry: Entry) -> None:
         entry.flags = ["vanished"]
@@ -305,6 +356,16 @@ class Pipeline:
         self._count("torn_files")
         self._warn(f"/{entry.path} kept changing while it was read; the stored copy may be "
                    "inconsistent (flagged torn)")
+
+
+RACY_NS = 2_000_000_000
+
+
+def _racy(now: Entry) -> bool:
+    """Modified so recently that a change within the file system's timestamp
+    granularity could hide behind an unchanged mtime: the read is confirmed by
+    reading again (git calls such entries "racily clean")."""
+    return time.time_ns() - max(now.mtime_ns, now.ctime_ns) < RACY_NS
 
 
 def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:

@@ -57,7 +57,7 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
     all_entries = read_entries(repo, manifest)
     entries = materialise_hardlinks(select_entries(all_entries, options.include), all_entries)
     check_target(host, options)
-    source.prepare_restore(options, manifest.source_facts)
+    source.prepare_restore(options, manifest.source_facts, host)
     tree = _TreeRestore(repo, manifest, host, options, progress, workers)
     result = tree.run(entries)
     if result.failures:
@@ -68,9 +68,20 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
             "the repository is damaged: run `drorch verify`; the other files were restored "
             "(use --include to restore a subset)")
     progress.phase = "finish"
-    source.finish_restore(options, manifest.source_facts)
+    source.finish_restore(options, manifest.source_facts, host)
     result.seconds = time.monotonic() - started
     return result
+
+
+def run_database_restore(repo: Repository, source, manifest: Manifest, database: str, into: str | None,
+                         table: str | None = None) -> float:
+    """Restore one database of a logical backup into a server (as `into`)."""
+    path = source.dump_path(database)
+    entry = next((e for e in read_entries(repo, manifest) if e.path == path), None)
+    if entry is None:
+        have = ", ".join(manifest.source_facts.get("databases") or []) or "none"
+        raise RestoreError(f"backup {manifest.label} holds no dump of database {database!r} (it has: {have})")
+    return source.restore_database(database, into or database, entry_chunks(repo, manifest.source, entry), table)
 
 
 def check_target(host: Host, options: RestoreOptions) -> None:
@@ -100,6 +111,7 @@ class _TreeRestore:
         self._lock = threading.Lock()
         self._handles: dict[str, list] = {}  # path -> [handle, blocks still to write]
         self._sizes: dict[str, int] = {}
+        self._dirs: set[str] = set()  # directories known to exist
 
     def path(self, entry_path: str) -> str:
         return join_under(self.options.target, entry_path)
@@ -108,6 +120,14 @@ class _TreeRestore:
         self.host.makedirs(self.options.target)
         if self.options.delta:
             self._remove_extras(entries)
+        for rel, location in self.options.links.items():  # written through, not replaced
+            self.host.makedirs(location)
+            path = self.path(rel)
+            st = self.host.lstat(path)
+            if st is None or stat.S_ISLNK(st.st_mode):
+                self.host.remove(path)
+                self.host.makedirs(posixpath.dirname(path))
+                self.host.symlink(location, path)
         self.progress.phase = "directories"
         for entry in entries:
             if entry.type == DIR:
@@ -133,18 +153,28 @@ class _TreeRestore:
     # -- tree shape ----------------------------------------------------------------
 
     def _ensure_dir(self, path: str) -> None:
+        if path[len(self.options.target.rstrip("/")) + 1:] in self.options.links:
+            return  # a symlink the source asked for (e.g. a mapped tablespace)
         st = self.host.lstat(path)
         if st is not None and not _is_dir(st):
             self.host.remove(path)  # a file or symlink where the backup has a directory
         self.host.makedirs(path)
+        self._dirs.add(path)
 
     def _prepare_path(self, path: str) -> None:
         """Make room for a new non-directory entry at path."""
-        parent = posixpath.dirname(path)
-        if self.host.lstat(parent) is None:
-            self.host.makedirs(parent)
+        self._parent(path)
         if self.existing and self.host.lstat(path) is not None:
             self.host.remove(path)
+
+    def _parent(self, path: str) -> None:
+        """The directory of path exists (entries without a directory entry above them:
+        paths under a files source's root, files a source generated)."""
+        parent = posixpath.dirname(path)
+        if parent not in self._dirs:
+            if self.host.lstat(parent) is None:
+                self.host.makedirs(parent)
+            self._dirs.add(parent)
 
     def _remove_extras(self, entries: list[Entry]) -> None:
         """--delta: remove what the backup does not hold (within what is restored)."""
@@ -180,6 +210,7 @@ class _TreeRestore:
         groups: dict[tuple[str, int], list] = defaultdict(list)
         for entry in files:
             path = self.path(entry.path)
+            self._parent(path)
             if checksum_of(entry.blocks, entry.bs) != entry.checksum:
                 self.result.failures[entry.path] = "its manifest entry is inconsistent (checksum)"
                 continue
@@ -246,7 +277,8 @@ class _TreeRestore:
     def _write_block(self, data, start, block, entry, path, offset, object_key) -> None:
         blob = data[block[2] - start: block[2] - start + block[3]]
         try:
-            raw = self.repo.codec.decode(blob, what=object_key) if len(blob) == block[3] else None
+            raw = (self.repo.codec.decode(blob, context=layout.data_prefix(self.manifest.source, block[0]),
+                                         what=object_key) if len(blob) == block[3] else None)
         except IntegrityError:
             raw = None
         if raw is None or len(raw) != block[4] or hashlib.sha256(raw).hexdigest() != block[5]:
@@ -277,6 +309,22 @@ class _TreeRestore:
                 slot[0].discard()
                 slot[0] = _Closed()
         log.error("restore of /%s failed: %s", entry.path, why)
+
+
+def entry_chunks(repo: Repository, source: str, entry: Entry):
+    """The bytes of one file entry, block by block, each checked against its SHA-256."""
+    for index, block in enumerate(entry.blocks):
+        key = layout.pack_key(source, block[0], block[1])
+        try:
+            blob = repo.storage.get_range(key, block[2], block[3])
+        except NotFoundError:
+            raise RestoreError(f"/{entry.path}: its data object {key} is missing from the repository",
+                               "run `drorch verify`; restore from another backup or a copy") from None
+        raw = repo.codec.decode(blob, context=layout.data_prefix(source, block[0]), what=key)
+        if hashlib.sha256(raw).hexdigest() != block[5]:
+            raise RestoreError(f"/{entry.path}: block {index} fails its checksum (object {key})",
+                               "the repository is damaged: run `drorch verify`")
+        yield raw
 
 
 class _Closed:

@@ -13,13 +13,26 @@ from drorch.repo.manifest import Manifest
 
 
 def choose_backup(catalog: Catalog, source: str, label: str | None = None,
-                  moment: datetime | None = None) -> Manifest:
+                  moment: datetime | None = None, lsn: str | None = None) -> Manifest:
+    """--backup LABEL; --time T: the newest backup finished at or before T (for a
+    database, consistent before T); --lsn L: the newest whose end LSN is at or
+    before L; otherwise the latest."""
     if label and moment:
         raise RestoreError("give --backup or --time, not both", exit_code=2)
     if label:
         return catalog.manifest(source, label)
     if moment:
         return catalog.at_or_before(source, moment)
+    if lsn:
+        from drorch.sources.pg_wal import parse_lsn
+
+        wanted = parse_lsn(lsn)
+        fits = [m for m in catalog.backups(source)
+                if m.source_facts.get("stop_lsn") and parse_lsn(m.source_facts["stop_lsn"]) <= wanted]
+        if not fits:
+            raise RestoreError(f"no backup of {source} ends at or before LSN {lsn}",
+                               f"`drorch list --source {source}` shows the backups there are")
+        return fits[-1]
     latest = catalog.latest(source)
     if latest is None:
         raise RestoreError(f"source {source} has no committed backup in {catalog.repo.location}",

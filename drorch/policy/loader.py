@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from drorch.errors import PolicyError
 from drorch.policy.models import PolicyDocument
+from drorch.policy.object_lock import object_lock_problems
 from drorch.policy.yamlmarks import Marked, dotted, load_marked
 
 DEFAULT_POLICY_PATH = Path("/etc/drorch/policies")
@@ -101,11 +102,30 @@ def _cross_references(policy: Policy) -> list[str]:
             known = ", ".join(sorted(policy.repositories)) or "none defined"
             problems.append(f"{policy.where('sources', name, 'repository')}: sources.{name}.repository: "
                             f"no repository named {source.repository!r} (repositories: {known})")
-        if source.host != "local" and source.host not in policy.hosts:
-            known = ", ".join(["local", *sorted(set(policy.hosts) - {"local"})])
-            problems.append(f"{policy.where('sources', name, 'host')}: sources.{name}.host: "
-                            f"no host named {source.host!r} (hosts: {known})")
-    return problems + _host_references(policy)
+        for index, target in enumerate(source.copy_to):
+            where = policy.where("sources", name, "copy_to", index)
+            if target not in policy.repositories:
+                known = ", ".join(sorted(policy.repositories)) or "none defined"
+                problems.append(f"{where}: sources.{name}.copy_to: no repository named {target!r} "
+                                f"(repositories: {known})")
+            elif target == source.repository:
+                problems.append(f"{where}: sources.{name}.copy_to: {target!r} is the source's own "
+                                "repository; name other repositories here")
+        for keys, host in _host_refs(source):
+            if host != "local" and host not in policy.hosts:
+                known = ", ".join(["local", *sorted(set(policy.hosts) - {"local"})])
+                problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "
+                                f"no host named {host!r} (hosts: {known})")
+    return problems + object_lock_problems(policy) + _host_references(policy)
+
+
+def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
+    """(key path, host name) of every host a source refers to."""
+    refs = [(("host",), source.host)]
+    standby = getattr(source, "standby", None)
+    if standby is not None:
+        refs.append((("standby", "host"), standby.host))
+    return refs
 
 
 def _host_references(policy: Policy) -> list[str]:

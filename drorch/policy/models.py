@@ -8,11 +8,13 @@ notify, runbooks) are added beside these.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator,
+                      model_validator)
 
 from drorch.policy.types import Duration, Name, SecretRef
 
@@ -65,10 +67,19 @@ class Compression(Model):
     level: int = Field(3, ge=1, le=19, description="zstd level: 1 fastest ... 19 smallest")
 
 
+class Encryption(Model):
+    """Client-side encryption of everything the repository stores (AES-256-GCM;
+    the key is wrapped by one derived from the passphrase).  Chosen when the
+    repository is created: an existing repository is never encrypted in place."""
+
+    passphrase: SecretRef = Field(description="the passphrase, by reference: ${env:NAME} or ${file:/path}")
+
+
 class RepositoryBase(Model):
     """Settings every repository type has."""
 
     compression: Compression = Compression()
+    encryption: Encryption | None = Field(None, description="encrypt the repository (set when it is created)")
 
 
 class PosixRepository(RepositoryBase):
@@ -76,8 +87,111 @@ class PosixRepository(RepositoryBase):
 
     type: Literal["posix"]
     path: str = Field(description="absolute path of the repository directory")
+    group: str | None = Field(None, description="share the repository with this OS group (files 0660, "
+                                                "directories 2770); default: private to the writing user")
 
     _abs = field_validator("path")(_absolute)
+
+
+class ObjectLock(Model):
+    """S3 Object Lock (ransomware protection): every object but locks, run records
+    and pins is written with a retention date before which nobody, drorch included,
+    can delete it.  The bucket must have been created with Object Lock enabled."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        description="COMPLIANCE: nobody can shorten or lift it; GOVERNANCE: holders of "
+                    "s3:BypassGovernanceRetention can")
+    period: Duration | None = Field(None, description="how long each object is locked; default: derived from "
+                                    "the retention of the sources using this repository (`drorch policy check` "
+                                    "shows it)")
+    full_every: Duration | None = Field(None, description="the longest time between two full backups of a source "
+                                        "(how long a chain grows); used to derive the period")
+    margin: Duration = Field(timedelta(days=7), description="added to the derived period")
+
+
+class Retries(Model):
+    """How transient storage failures (throttling, 5xx, resets, timeouts) are retried."""
+
+    attempts: int = Field(8, ge=1, le=100, description="tries per request, the first included")
+    max_delay: Duration = Field(timedelta(seconds=20), description="the longest wait between two tries")
+
+
+_STORAGE_CLASSES_REFUSED = {"GLACIER", "DEEP_ARCHIVE"}
+
+
+class S3Repository(RepositoryBase):
+    """A repository in S3-compatible object storage (AWS S3, MinIO, Ceph RGW, ...)."""
+
+    type: Literal["s3"]
+    bucket: str = Field(description="the bucket (it must exist)")
+    prefix: str = Field("", description="key prefix of every object, e.g. drorch/ (default: the whole bucket)")
+    region: str | None = Field(None, description="the bucket's region (default: boto3's, else us-east-1)")
+    endpoint_url: str | None = Field(None, description="e.g. http://127.0.0.1:9000 for MinIO; omit for AWS")
+    path_style: bool = Field(False, description="path-style addressing (endpoint/bucket/key), for MinIO and Ceph")
+    storage_class: str | None = Field(None, description="e.g. STANDARD, STANDARD_IA, INTELLIGENT_TIERING")
+    server_side_encryption: Literal["SSE-S3", "SSE-KMS"] | None = Field(
+        None, description="ask the service to encrypt what it stores (SSE-KMS: with kms_key_id)")
+    kms_key_id: str | None = Field(None, description="the KMS key for SSE-KMS (default: the account's S3 key)")
+    access_key_id: SecretRef | None = Field(None, description="default: boto3's standard credential chain")
+    secret_access_key: SecretRef | None = Field(None, validate_default=True)
+    session_token: SecretRef | None = Field(None, validate_default=True)
+    max_connections: int = Field(8, ge=1, le=128, description="requests at once to this repository, shared by "
+                                 "every job of this process")
+    object_lock: ObjectLock | None = None
+    retries: Retries = Retries()
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", value, re.IGNORECASE):
+            raise ValueError(f"{value!r} is not a bucket name: 3 to 63 letters, digits, '.', '-' or '_', "
+                             "starting and ending with a letter or digit")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError(f"{value!r}: give the endpoint as http://HOST[:PORT] or https://HOST[:PORT]")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_parts(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if value.strip("/") and any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{value!r}: a prefix is parts separated by single '/', without '.' or '..'")
+        return value
+
+    @field_validator("storage_class")
+    @classmethod
+    def _restorable_class(cls, value: str | None) -> str | None:
+        if value in _STORAGE_CLASSES_REFUSED:
+            raise ValueError(f"{value} objects cannot be read without a restore request first: use STANDARD, "
+                             "STANDARD_IA, INTELLIGENT_TIERING or GLACIER_IR")
+        return value
+
+    # Checks across keys sit on the later key, so that an error points at a line.
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms_needs_sse_kms(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("server_side_encryption", "SSE-KMS") != "SSE-KMS":
+            raise ValueError("kms_key_id needs server_side_encryption: SSE-KMS")
+        return value
+
+    @field_validator("secret_access_key")
+    @classmethod
+    def _keys_in_pairs(cls, value: Any, info: ValidationInfo) -> Any:
+        if "access_key_id" in info.data and (info.data["access_key_id"] is None) != (value is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither (boto3's chain)")
+        return value
+
+    @field_validator("session_token")
+    @classmethod
+    def _token_with_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("access_key_id", True) is None:
+            raise ValueError("session_token goes with access_key_id and secret_access_key")
+        return value
 
 
 def _tag(field: str):
@@ -89,9 +203,9 @@ def _tag(field: str):
 
 
 Repository = Annotated[
-    Union[Annotated[PosixRepository, Tag("posix")]],
+    Union[Annotated[PosixRepository, Tag("posix")], Annotated[S3Repository, Tag("s3")]],
     Discriminator(_tag("type"), custom_error_type="invalid_type",
-                  custom_error_message="`type` must be one of: posix"),
+                  custom_error_message="`type` must be one of: posix, s3"),
 ]
 
 
@@ -111,6 +225,8 @@ class SourceBase(Model):
     host: Name = Field("local", description="`local` or the name of an entry of `hosts:`")
     repository: Name = Field(description="name of an entry of `repositories:`")
     retention: Retention = Retention()
+    copy_to: list[Name] = Field(default_factory=list,
+                                description="more repositories that `drorch copy` keeps a copy in (3-2-1)")
 
 
 class FilesSource(SourceBase):
@@ -132,10 +248,69 @@ class FilesSource(SourceBase):
         return value
 
 
+class PgConnection(Model):
+    """How drorch connects to a PostgreSQL server (psycopg)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "postgres"
+    dbname: str = "postgres"
+    password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    connect_timeout: Duration = timedelta(seconds=10)
+
+
+class PgStandby(Model):
+    """The streaming standby a backup may be taken from (backup_from: standby)."""
+
+    host: Name = Field("local", description="`local` or the name of an entry of `hosts:`")
+    connection: PgConnection
+    pgdata: str | None = Field(None, description="the standby's data directory (default: the source's pgdata)")
+
+
+class PgArchive(Model):
+    """WAL archiving."""
+
+    timeout: Duration = Field(timedelta(seconds=60),
+                              description="how long a backup waits for its WAL to reach the archive")
+    spool: str | None = Field(None, description="a spool directory for asynchronous wal-push/wal-get "
+                                                "(restore_command then uses --async)")
+    prefetch: int = Field(8, ge=0, le=256, description="with spool: WAL segments wal-get fetches ahead")
+
+
+class PostgresSource(SourceBase):
+    """A PostgreSQL cluster: physical base backups plus WAL, or logical dumps."""
+
+    kind: Literal["postgres"]
+    mode: Literal["physical", "logical"] = "physical"
+    pgdata: str | None = Field(None, description="the data directory (required for mode physical)")
+    connection: PgConnection = PgConnection()
+    backup_from: Literal["primary", "standby"] = "primary"
+    standby: PgStandby | None = None
+    os_user: str = Field("postgres", description="the OS user that owns the data directory")
+    bin_dir: str = Field("/usr/lib/postgresql/15/bin", description="where pg_dump, pg_ctl... live")
+    drorch_command: str | None = Field(
+        None, description="how the PostgreSQL server runs drorch (restore_command); default: this drorch")
+    databases: list[str] = Field(default_factory=list, description="mode logical: these databases (default all)")
+    archive: PgArchive = PgArchive()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PostgresSource":
+        if self.mode == "physical" and not self.pgdata:
+            raise ValueError("mode physical needs `pgdata` (the data directory)")
+        if self.pgdata:
+            _absolute(self.pgdata)
+        if self.backup_from == "standby" and self.standby is None:
+            raise ValueError("backup_from: standby needs a `standby:` section (host, connection)")
+        if self.mode == "logical" and self.retention.diff is not None:
+            raise ValueError("mode logical takes full backups only: remove retention.diff")
+        return self
+
+
 Source = Annotated[
-    Union[Annotated[FilesSource, Tag("files")]],
+    Union[Annotated[FilesSource, Tag("files")], Annotated[PostgresSource, Tag("postgres")]],
     Discriminator(_tag("kind"), custom_error_type="invalid_kind",
-                  custom_error_message="`kind` must be one of: files"),
+                  custom_error_message="`kind` must be one of: files, postgres"),
 ]
 
 

@@ -81,6 +81,11 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self.ref)
 
+    @classmethod
+    def parse(cls, ref: str) -> "Secret":
+        """A reference from outside a policy (e.g. a command-line option); ValueError if malformed."""
+        return _to_secret(ref)
+
     def resolve(self) -> str:
         kind, name = _SECRET_REF.match(self.ref).groups()
         if kind == "env":

@@ -73,7 +73,7 @@ class Catalog:
         the source's lock is `running`; one whose process is gone, `incomplete`."""
         committed = set(self.labels(source))
         try:
-            lock = self.repo.get_json(layout.lock_key(source))
+            lock = self.repo.get_plain_json(layout.lock_key(source))
         except NotFoundError:
             lock = None
         live_token = lock.get("token") if lock and holder_alive(lock) else None

@@ -60,7 +60,7 @@ class SourceLock:
 
     def read(self) -> dict | None:
         try:
-            return self.repo.get_json(self.key)
+            return self.repo.get_plain_json(self.key)
         except NotFoundError:
             return None
 
@@ -86,7 +86,7 @@ class SourceLock:
                 "token": self.token}
         for _ in range(3):
             try:
-                self.repo.put_json(self.key, mine, if_absent=True)
+                self.repo.put_plain_json(self.key, mine, if_absent=True)
                 return None
             except AlreadyExists:
                 pass

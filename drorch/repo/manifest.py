@@ -126,7 +126,7 @@ def read_entries(repo: Repository, manifest: Manifest) -> list[Entry]:
             raise IntegrityError(f"the entries of {manifest.source} {manifest.label} do not match "
                                  f"their checksum ({ref['key']})", "run `drorch verify`; restore "
                                  "from another backup or a copy of the repository")
-        payload = repo.codec.decode(blob, what=ref["key"])
+        payload = repo.codec.decode(blob, context=ref["key"], what=ref["key"])
         manifest._entries = list(decode_entries(payload))
     return manifest._entries
 

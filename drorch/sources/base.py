@@ -30,6 +30,11 @@ class RestoreOptions:
     force: bool = False
     delta: bool = False
     include: list[str] = field(default_factory=list)
+    #: what only one source kind understands (PostgreSQL: recovery target, --standby, ...)
+    source_options: dict = field(default_factory=dict)
+    #: directories of the backup that are to be symlinks to elsewhere (relative path ->
+    #: absolute target), set by the source's prepare_restore (e.g. mapped tablespaces)
+    links: dict = field(default_factory=dict)
 
 
 class Source(Protocol):
@@ -65,8 +70,13 @@ class Source(Protocol):
     def abort(self) -> None:
         """Undo begin() after a failure; must not raise."""
 
-    def prepare_restore(self, options: RestoreOptions, facts: dict) -> None:
+    def prepare_restore(self, options: RestoreOptions, facts: dict, host) -> None:
         """Refuse unsafe targets (e.g. a running server) before anything is written."""
 
-    def finish_restore(self, options: RestoreOptions, facts: dict) -> None:
-        """Make the restored copy usable (e.g. recovery settings)."""
+    def finish_restore(self, options: RestoreOptions, facts: dict, host) -> None:
+        """Make the restored copy usable (e.g. recovery settings) on host."""
+
+    # Optional:
+    #   inspect(entry, offset, data)   check data as it is read (e.g. page checksums)
+    #   required_archive(facts) -> [names]   archive files that must be in the
+    #                                        repository before the backup commits

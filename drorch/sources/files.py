@@ -120,8 +120,8 @@ class FilesSource:
 
     # -- restore -----------------------------------------------------------------
 
-    def prepare_restore(self, options: RestoreOptions, facts: dict) -> None:
+    def prepare_restore(self, options: RestoreOptions, facts: dict, host: Host) -> None:
         pass
 
-    def finish_restore(self, options: RestoreOptions, facts: dict) -> None:
+    def finish_restore(self, options: RestoreOptions, facts: dict, host: Host) -> None:
         pass

@@ -3,11 +3,17 @@
 Keys are '/'-separated relative paths of safe characters.  Every driver
 (posix now, s3 later) implements these few operations; everything else is
 built on them.  A put is atomic: a reader sees the whole object or nothing.
+
+Optional, for drivers that have them (callers look with getattr):
+- `locked_until(key) -> datetime | None`: when Object Lock lets the object go;
+- `cleanup_interrupted(older_than) -> int`: remove what interrupted writes
+  left behind (e.g. multipart uploads), returning how many.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Iterator, Protocol
 
 from drorch.errors import NotFoundError, StorageError  # noqa: F401  (re-exported for drivers)
@@ -22,6 +28,22 @@ class ObjectInfo:
 
 class AlreadyExists(StorageError):
     """put(..., if_absent=True) found the key already there."""
+
+
+class TransientError(StorageError):
+    """A failure that may pass if the same request is sent again (throttling,
+    a 5xx, a reset connection, a timeout).  Drivers raise it; retrying.py
+    retries it and turns it into a StorageError when it keeps happening."""
+
+
+class ObjectLocked(StorageError):
+    """delete() refused: the object is under Object Lock retention (or a legal
+    hold) and cannot be removed before `until` (None: until the hold is lifted)."""
+
+    def __init__(self, key: str, until: datetime | None, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.key = key
+        self.until = until
 
 
 class Storage(Protocol):

@@ -23,10 +23,17 @@ TMP_MARK = ".tmp-"
 
 
 class PosixStorage:
-    def __init__(self, path: str | os.PathLike, *, fsync: bool = True):
+    """Objects are private to the writing user (0600, directories 0700), or,
+    with `group`, shared with that group (0660, directories 2770 so new
+    entries inherit the group): how a backup user and the postgres user that
+    runs archive_command share one repository."""
+
+    def __init__(self, path: str | os.PathLike, *, fsync: bool = True, group: str | None = None):
         self.root = Path(path)
         self.location = str(self.root)
         self.fsync = fsync
+        self.gid = _gid_of(group) if group else None
+        self.file_mode, self.dir_mode = (0o660, 0o2770) if group else (0o600, 0o700)
         self._unsynced: set[Path] = set()
         self._unsynced_lock = threading.Lock()
 
@@ -37,11 +44,14 @@ class PosixStorage:
 
     def _error(self, action: str, key: str, exc: OSError) -> StorageError:
         hint = None
+        message = f"cannot {action} {self._path(key)}: {exc.strerror}"
         if exc.errno in (errno.EACCES, errno.EPERM):
-            hint = f"check that user {_whoami()} may read and write {self.root}"
+            message = f"user {_whoami()} cannot {action} {self._path(key)}: {exc.strerror}{_owner_of(self._path(key))}"
+            hint = (f"let user {_whoami()} read and write {self.root}: run drorch and archive_command as one "
+                    "user, or give the repository a shared `group:` (both users in that group)")
         elif exc.errno == errno.ENOSPC:
             hint = f"free space on the file system of {self.root}"
-        return StorageError(f"cannot {action} {self._path(key)}: {exc.strerror}", hint)
+        return StorageError(message, hint)
 
     def _makedirs(self, directory: Path) -> None:
         missing = []
@@ -50,11 +60,18 @@ class PosixStorage:
             directory = directory.parent
         for path in reversed(missing):
             try:
-                path.mkdir(mode=0o755)
+                path.mkdir(mode=0o700)
             except FileExistsError:
                 continue
+            self._share(path, self.dir_mode)
             if self.fsync:
                 _fsync_dir(path.parent)
+
+    def _share(self, target, mode: int) -> None:
+        """Set the group (if any) and the mode explicitly: the umask must not decide."""
+        if self.gid is not None:
+            os.chown(target, -1, self.gid)
+        os.chmod(target, mode)
 
     def _create(self, tmp: Path) -> int:
         # A concurrent delete() removes directories that just became empty
@@ -62,7 +79,9 @@ class PosixStorage:
         for attempt in range(20):
             try:
                 self._makedirs(tmp.parent)
-                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                self._share(fd, self.file_mode)
+                return fd
             except FileNotFoundError:
                 if attempt == 19:
                     raise
@@ -225,6 +244,38 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _gid_of(group: str) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise StorageError(f"repository group {group!r} does not exist on this machine",
+                           "create the group (and add drorch's and postgres's users to it) or fix `group:`") from None
+
+
+def _owner_of(path: Path) -> str:
+    """' (directory D is owned by U:G, mode M)' for the nearest existing parent."""
+    import grp
+    import pwd
+
+    for candidate in (path, *path.parents):
+        try:
+            st = candidate.stat()
+        except OSError:
+            continue
+        try:
+            user = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            user = str(st.st_uid)
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return f" ({candidate} is owned by {user}:{group}, mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
 
 
 def _whoami() -> str:

@@ -7,38 +7,64 @@ import subprocess
 import sys
 import time
 
+from drorch.repo.manifest import read_entries
+from drorch.repo.repository import Repository
+from drorch.storage.posix import PosixStorage
+
+# Generation g rewrites the whole file in place (same size, so only the mtime
+# could tell, and it only ticks every few milliseconds): every byte g % 251.
+# The kernel writes front to back, so at any instant the file is generation g
+# up to some point and g - 1 after it.  A copy with an older generation before
+# a newer one was read across a rewrite: torn.
 WRITER = r"""
 import os, sys
-path = sys.argv[1]
-fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+g = 0
 while True:
-    os.write(fd, b"x" * 100)
-    if os.fstat(fd).st_size > 3_000_000:
-        os.ftruncate(fd, 0)
+    g += 1
+    os.pwrite(fd, bytes([g % 251]) * 200_000, 0)
 """
 
 
-def test_a_file_that_keeps_changing_is_flagged_torn(files_setup, drorch):
+def consistent(data: bytes) -> bool:
+    """A state the file had at one instant: one run, or run v then run v - 1."""
+    runs = [data[0]] + [data[i] for i in range(1, len(data)) if data[i] != data[i - 1]]
+    return len(data) == 200_000 and (len(runs) == 1 or (len(runs) == 2 and (runs[0] - runs[1]) % 251 == 1))
+
+
+def test_a_file_that_keeps_changing_is_flagged_or_stored_consistent(files_setup, drorch, tmp_path):
     data, repo, policy = files_setup
     (data / "stable.txt").write_text("stable\n")
-    busy = data / "busy.log"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(busy)])
+    busy = data / "busy.bin"
+    # Highest priority, so that it keeps rewriting the file even on a loaded machine.
+    writer = subprocess.Popen(["nice", "-n", "-20", sys.executable, "-c", WRITER, str(busy)])
+    flagged = []
     try:
-        while not busy.exists() or busy.stat().st_size < 1000:
+        while not busy.exists() or busy.stat().st_size < 200_000:
             time.sleep(0.01)
-        result = drorch("backup", "--policy", policy, "--type", "full", "--json")
+        for run in range(20):
+            result = drorch("backup", "--policy", policy, "--type", "full", "--json")
+            assert result.code == 0, result.err
+            backup = result.json()
+            storage_repo = Repository.open(PosixStorage(repo))
+            from drorch.repo.catalog import Catalog
+            manifest = Catalog(storage_repo).manifest("files1", backup["label"])
+            entry = next(e for e in read_entries(storage_repo, manifest) if e.path.endswith("busy.bin"))
+            if entry.flags == ["torn"]:
+                assert backup["stats"]["torn_files"] == 1
+                assert any("busy.bin" in w and "torn" in w for w in backup["warnings"])
+                flagged.append(backup["label"])
+                break
+            # not flagged: the stored copy must be one the file really had
+            target = tmp_path / f"r{run}"
+            assert drorch("restore", "--policy", policy, "--backup", backup["label"], "--target", target).code == 0
+            assert consistent((target / str(busy).lstrip("/")).read_bytes()), "stored torn without a flag"
     finally:
         writer.kill()
         writer.wait()
-    assert result.code == 0, result.err
-    backup = result.json()
-    assert backup["stats"]["torn_files"] == 1
-    assert any("busy.log" in w and "torn" in w for w in backup["warnings"])
-    shown = drorch("show", "--policy", policy, "--backup", backup["label"], "--files", "--json").json()
-    flags = {e["path"].rsplit("/", 1)[-1]: e.get("flags") for e in shown["entries"]}
-    assert flags["busy.log"] == ["torn"] and flags["stable.txt"] is None
-    human = drorch("show", "--policy", policy, "--backup", backup["label"])
-    assert "busy.log" in human.out and "torn" in human.out
+    assert flagged, "a file rewritten continuously was never detected as changing"
+    human = drorch("show", "--policy", policy, "--backup", flagged[0])
+    assert "busy.bin" in human.out and "torn" in human.out
 
 
 def test_no_false_torn_alarms_on_a_quiet_tree(files_setup, drorch):

@@ -1,0 +1,100 @@
+"""Health items for `drorch check`: each says ok, warn, fail or skip, and for
+anything not ok, what to fix.  The verification work adds more items."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from drorch.errors import DrorchError
+from drorch.repo.repository import Repository
+
+
+@dataclass
+class Item:
+    name: str
+    status: str  # ok | warn | fail | skip
+    message: str
+    hint: str | None = None
+
+
+def repository_item(name: str, open_repo) -> Item:
+    """The repository answers and takes a write (a probe object, removed again)."""
+    try:
+        repo: Repository = open_repo()
+    except DrorchError as exc:
+        if "no repository at" in exc.message:
+            return Item(f"repository {name}", "warn", exc.message, "the first backup (or `drorch repo init`) "
+                        "creates it")
+        return Item(f"repository {name}", "fail", exc.message, exc.hint)
+    key = f"probe/{uuid.uuid4().hex}"
+    try:
+        repo.storage.put(key, b"drorch check")
+        repo.storage.delete(key)
+    except DrorchError as exc:
+        return Item(f"repository {name}", "fail", f"{repo.location} is readable but not writable: {exc.message}",
+                    exc.hint)
+    return Item(f"repository {name}", "ok", f"{repo.location} (format {repo.config['version']}, id {repo.id})")
+
+
+def postgres_items(source: str, params, archive_timeout: float, repo_open, probe: bool) -> list[Item]:
+    """Connection and privileges, archive_command, archiving progress, and with
+    probe an end-to-end check: switch WAL and wait for the segment in the repository."""
+    import psycopg
+
+    from drorch.engine import wal
+    from drorch.sources.pg_conn import connect, one
+
+    prefix = f"source {source}"
+    try:
+        conn = connect(params)
+    except DrorchError as exc:
+        return [Item(f"{prefix}: connection", "fail", exc.message, exc.hint)]
+    items = []
+    with conn:
+        superuser = one(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        allowed = superuser or one(conn, "SELECT has_function_privilege('pg_backup_start(text, boolean)', "
+                                         "'EXECUTE')")
+        items.append(Item(f"{prefix}: connection", "ok" if allowed else "fail",
+                          f"{params.describe()} ({'superuser' if superuser else 'role ' + params.user})"
+                          + ("" if allowed else ": may not run pg_backup_start"),
+                          None if allowed else f"GRANT EXECUTE ON FUNCTION pg_backup_start, pg_backup_stop TO "
+                                               f"{params.user}; GRANT pg_checkpoint TO {params.user}"))
+        mode, command = one(conn, "SHOW archive_mode"), one(conn, "SHOW archive_command")
+        ours = "wal-push" in command and f"--source {source}" in command
+        items.append(Item(f"{prefix}: archive_command", "ok" if mode in ("on", "always") and ours else "fail",
+                          f"archive_mode={mode}, archive_command={command!r}",
+                          None if ours and mode != "off" else
+                          f"set archive_mode = on and archive_command = 'drorch wal-push --policy ... --source "
+                          f"{source} %p', then restart"))
+        archived_wal, archived_at, failed_wal, failed_at = conn.execute(
+            "SELECT last_archived_wal, last_archived_time, last_failed_wal, last_failed_time "
+            "FROM pg_stat_archiver").fetchone()
+        if failed_at and (archived_at is None or failed_at > archived_at):
+            items.append(Item(f"{prefix}: archiving", "fail",
+                              f"archive_command is failing: {failed_wal} failed at {failed_at:%Y-%m-%d %H:%M:%S%z}"
+                              + (f", last success {archived_wal}" if archived_wal else ", never succeeded"),
+                              "read the server log for archive_command's error and fix it: WAL piles up in "
+                              "pg_wal and backups cannot complete"))
+        else:
+            items.append(Item(f"{prefix}: archiving", "ok",
+                              f"last archived {archived_wal} at {archived_at:%Y-%m-%d %H:%M:%S%z}" if archived_wal
+                              else "nothing archived yet"))
+        if probe:
+            items.append(_probe(conn, source, archive_timeout, repo_open, prefix, wal, psycopg))
+    return items
+
+
+def _probe(conn, source, timeout, repo_open, prefix, wal, psycopg) -> Item:
+    try:
+        segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    except psycopg.Error as exc:
+        return Item(f"{prefix}: archive probe", "fail", f"cannot switch WAL: {str(exc).strip()}")
+    started = time.monotonic()
+    try:
+        wal.wait_for(repo_open(), source, [segment], timeout)
+    except DrorchError as exc:
+        return Item(f"{prefix}: archive probe", "fail", exc.message, exc.hint)
+    return Item(f"{prefix}: archive probe", "ok",
+                f"{segment} reached the repository in {time.monotonic() - started:.1f}s")
