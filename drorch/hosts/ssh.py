@@ -11,6 +11,7 @@ use (callers retry what they were doing; see remote.py).
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,43 @@ FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")  # ≈ 30 % 
 
 class Dropped(Exception):
     """The connection (or one channel) went away: the operation may be retried."""
+
+
+class _Transport(paramiko.Transport):
+    """paramiko's Transport, without its key re-exchange deadlock: when the peer
+    closes a channel during a re-key, paramiko's own thread waits (30 s, then
+    drops the connection) to send the reply that only it could unblock.  Such
+    replies are handed to a short-lived thread that sends them after the re-key."""
+
+    REKEY_BYTES = 1 << 32  # re-key every 4 GiB each way (paramiko: 512 MiB; OpenSSH for AES: 64 GiB)
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.packetizer.REKEY_BYTES = self.REKEY_BYTES
+        self._later: queue.SimpleQueue = queue.SimpleQueue()  # in order: EOF before CLOSE
+        self._later_lock = threading.Lock()
+        self._sender: threading.Thread | None = None
+
+    def _send_user_message(self, data):
+        if threading.current_thread() is self and not self.clear_to_send.is_set():
+            with self._later_lock:
+                self._later.put(data)
+                if self._sender is None or not self._sender.is_alive():
+                    self._sender = threading.Thread(target=self._send_later, name="drorch-ssh-rekey", daemon=True)
+                    self._sender.start()
+            return
+        super()._send_user_message(data)
+
+    def _send_later(self) -> None:
+        while True:
+            with self._later_lock:
+                if self._later.empty():
+                    return
+                data = self._later.get()
+            try:
+                super()._send_user_message(data)
+            except (paramiko.SSHException, OSError, EOFError):
+                return  # the connection died meanwhile: its users see that
 
 
 @dataclass(frozen=True)
@@ -176,7 +214,7 @@ class SshConnection:
     def _connect(self) -> paramiko.Transport:
         cfg = self.config
         sock = self._open_socket()
-        transport = paramiko.Transport(sock)
+        transport = _Transport(sock)
         try:
             options = transport.get_security_options()
             options.ciphers = [c for c in FAST_CIPHERS if c in options.ciphers] + [
@@ -367,6 +405,8 @@ def _authenticate(cfg: SshConfig, transport) -> None:
                             f"(it allows: {', '.join(exc.allowed_types) or 'nothing'})",
                             "enable PubkeyAuthentication in the host's sshd_config") from None
     except paramiko.AuthenticationException:
+        if not transport.is_active():  # paramiko reports a connection lost during login as a refusal
+            raise Dropped("connection lost during login") from None
         raise HostAuthError(
             f"host {cfg.where} refused our key for user {cfg.user}: {cfg.key_file} "
             f"({key.get_name()} {key.fingerprint}) is not authorized there",

@@ -110,3 +110,21 @@ def test_walks_agree(sshd, tmp_path):
             remote.read(str(data / "nope"))
     finally:
         close_hosts()
+
+
+def test_key_re_exchanges_in_the_middle_of_many_commands(sshd, tmp_path, monkeypatch):
+    """paramiko's own thread deadlocks when a channel closes during a re-key;
+    drorch's transport defers that reply (here: a re-key every 2 MiB)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drorch.hosts import ssh
+    monkeypatch.setattr(ssh._Transport, "REKEY_BYTES", 2 << 20)
+    policy = load_policy(write_remote_policy(tmp_path / "policy.yaml", tmp_path / "repo", sshd, ["/tmp"]))
+    host = make_host(policy, "remote")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            sizes = list(pool.map(lambda i: len(host.run(["head", "-c", "1500000", "/dev/zero"]).stdout), range(60)))
+        assert sizes == [1_500_000] * 60
+        assert host.read("/dev/zero", 0, 9 << 20) == bytes(9 << 20)  # through a shell, many re-keys
+    finally:
+        close_hosts()

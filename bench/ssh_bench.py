@@ -1,0 +1,143 @@
+"""bench/ssh: drorch's SSH layer beside OpenSSH (see bench/ssh)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from drorch.factory import close_hosts, make_host  # noqa: E402
+from drorch.policy import load_policy  # noqa: E402
+from tests.conftest import invoke  # noqa: E402
+from tests.sshd import make_setup, scratch_dir, write_remote_policy  # noqa: E402
+
+MiB = 1 << 20
+
+
+def best(repeat: int, run) -> float:
+    """The fastest of `repeat` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def make_data(root: Path, large_mb: int, files: int) -> tuple[Path, Path, int]:
+    large = root / "large.bin"
+    with open(large, "wb") as handle:
+        for _ in range(large_mb):
+            handle.write(os.urandom(MiB))
+    tree = root / "tree"
+    rng = random.Random(1)
+    total = 0
+    for i in range(files):
+        directory = tree / f"d{i // 200:03}"
+        directory.mkdir(parents=True, exist_ok=True)
+        size = rng.randrange(0, 8192)
+        (directory / f"f{i:06}").write_bytes(rng.randbytes(size))
+        total += size
+    return large, tree, total
+
+
+def openssh(setup, command: str) -> None:
+    server = setup.server
+    subprocess.run(f"ssh -q -i {setup.client_key} -o UserKnownHostsFile={setup.known_hosts} "
+                   f"-o BatchMode=yes -p {server.port} {server.user}@{server.address} {command} "
+                   "| cat > /dev/null", shell=True, check=True)
+
+
+def read_large(host, path: Path, size: int) -> None:
+    """As the backup pipeline reads a large file: read_unit requests from several threads."""
+    unit = host.read_unit
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+        got = sum(pool.map(lambda off: len(host.read(str(path), off, min(unit, size - off))),
+                           range(0, size, unit)))
+    assert got == size, (got, size)
+
+
+def read_tree(host, tree: Path) -> int:
+    """As the pipeline reads small files: a walk, then batches of 128 files / 1 MiB."""
+    batches, batch, nbytes = [], [], 0
+    for path, st, _ in host.walk(str(tree), lambda p, d: False):
+        if st.st_mode & 0o170000 == 0o100000:
+            batch.append(path)
+            nbytes += st.st_size
+            if len(batch) >= 128 or nbytes >= MiB:
+                batches.append(batch)
+                batch, nbytes = [], 0
+    if batch:
+        batches.append(batch)
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+        return sum(pool.map(lambda b: len(host.read_many(b, MiB + 1)), batches))
+
+
+def backup(policy: Path, source: str) -> None:
+    result = invoke("backup", "--policy", policy, "--source", source, "--type", "full", "--json")
+    assert result.code == 0, result.err
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--large-mb", type=int, default=512)
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = scratch_dir("drorch-bench-ssh-")
+    setup = make_setup(work / "ssh")
+    try:
+        large, tree, tree_bytes = make_data(work, args.large_mb, args.files)
+        size = large.stat().st_size
+        repo = work / "repo"
+        policy = write_remote_policy(work / "policy.yaml", repo, setup, [large], source="large-ssh",
+                                     more_sources=f"""\
+            tree-ssh: {{kind: files, host: remote, repository: local, paths: [{tree}]}}
+            large-local: {{kind: files, repository: local, paths: [{large}]}}
+            tree-local: {{kind: files, repository: local, paths: [{tree}]}}
+            """)
+        host = make_host(load_policy(policy), "remote")
+        host.connect()
+        rows = []
+
+        def row(what, seconds, nbytes, files=None):
+            rate = f"{nbytes / MiB / seconds:8.1f} MiB/s"
+            rows.append((what, f"{seconds:7.2f} s", rate, f"{files / seconds:8.0f} files/s" if files else ""))
+
+        row(f"OpenSSH: ssh host cat FILE ({args.large_mb} MiB)",
+            best(args.repeat, lambda: openssh(setup, f"cat {large}")), size)
+        row("drorch SSH host: read FILE as the pipeline does",
+            best(args.repeat, lambda: read_large(host, large, size)), size)
+        row("drorch backup (full) of FILE over SSH", best(args.repeat, lambda: backup(policy, "large-ssh")), size)
+        row("drorch backup (full) of FILE, local (no SSH)",
+            best(args.repeat, lambda: backup(policy, "large-local")), size)
+        row(f"OpenSSH: ssh host tar -cf - DIR | cat ({args.files} files)",
+            best(args.repeat, lambda: openssh(setup, f"tar -cf - {tree}")), tree_bytes, args.files)
+        row("drorch SSH host: walk + batched reads of DIR",
+            best(args.repeat, lambda: read_tree(host, tree)), tree_bytes, args.files)
+        row("drorch backup (full) of DIR over SSH", best(args.repeat, lambda: backup(policy, "tree-ssh")),
+            tree_bytes, args.files)
+        row("drorch backup (full) of DIR, local (no SSH)",
+            best(args.repeat, lambda: backup(policy, "tree-local")), tree_bytes, args.files)
+        close_hosts()
+        width = max(len(r[0]) for r in rows)
+        print(f"sshd on 127.0.0.1, {os.cpu_count()} cores, best of {args.repeat}; "
+              f"tree: {args.files} files, {tree_bytes / MiB:.1f} MiB")
+        for what, seconds, rate, files in rows:
+            print(f"  {what.ljust(width)}  {seconds}  {rate}  {files}")
+    finally:
+        close_hosts()
+        setup.server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
