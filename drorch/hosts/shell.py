@@ -25,7 +25,7 @@ from typing import Iterator
 from drorch.errors import HostError
 from drorch.hosts.ssh import Channel, Dropped, SshConnection
 
-RECV = 256 << 10
+RECV = 1 << 20
 
 #: find -printf fields of one entry (remote_fs.py parses them), NUL-separated
 FIND_FORMAT = r"%y\0%m\0%U\0%G\0%s\0%T@\0%C@\0%i\0%n\0%D\0%u\0%g\0%p\0%l\0"
@@ -92,10 +92,7 @@ class Reply:
         """Up to n bytes of stdout (all with n=-1); b"" at its end."""
         buf = self._session.buf
         if n < 0:
-            chunks = []
-            while chunk := self.read(1 << 22):
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return self._read_all()
         if self._end is None:
             self._search()  # (a pipelined reply may be in the buffer already)
         while self._end is None and self._scanned == 0:
@@ -109,6 +106,41 @@ class Reply:
             self._end -= take
         self._scanned -= min(take, self._scanned)
         return data
+
+    def _read_all(self) -> bytes:
+        """The rest of stdout, with one copy of the data (the bulk path of reads)."""
+        session, marker = self._session, self._marker
+        if self._end is None:
+            self._search()
+        if self._end is not None:
+            data = bytes(session.buf[:self._end])
+            del session.buf[:self._end]
+            self._end = self._scanned = 0
+            return data
+        parts, total, end = [bytes(session.buf)], len(session.buf), -1
+        session.buf.clear()
+        while end < 0:
+            chunk = session.recv()
+            tail = _tail(parts, len(marker) - 1)
+            found = (tail + chunk[:len(marker) - 1]).find(marker)
+            if found >= 0:
+                end = total - len(tail) + found
+            elif (found := chunk.find(marker)) >= 0:
+                end = total + found
+            parts.append(chunk)
+            total += len(chunk)
+        keep, rest = [], []
+        for part in parts:  # cut at the marker: before it is stdout, the rest stays buffered
+            if end >= len(part):
+                keep.append(part)
+                end -= len(part)
+            else:
+                keep.append(part[:end])
+                rest.append(part[end:])
+                end = 0
+        session.buf += b"".join(rest)
+        self._end = self._scanned = 0
+        return b"".join(keep)
 
     def _search(self) -> None:
         buf = self._session.buf
@@ -138,6 +170,16 @@ class Reply:
 
     def error_text(self) -> str:
         return self.stderr.decode(errors="replace").strip()
+
+
+def _tail(parts: list[bytes], n: int) -> bytes:
+    """The last n bytes of parts joined."""
+    out = b""
+    for part in reversed(parts):
+        out = part[-(n - len(out)):] + out if n > len(out) else out
+        if len(out) >= n:
+            break
+    return out
 
 
 class ShellSession:
