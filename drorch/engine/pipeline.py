@@ -65,8 +65,9 @@ class Pipeline:
         self.progress = progress
         self.checksum_all = checksum_all
         self.block_size = repo.block_size
-        # a remote source reads several blocks per request (fewer round trips)
+        # a remote source reads several blocks, and bigger batches of small files, per request
         self.blocks_per_read = max(1, getattr(source, "read_unit", 0) // self.block_size)
+        self.batch_files, self.batch_bytes = getattr(source, "read_batch", (BATCH_FILES, BATCH_BYTES))
         self._inspect = getattr(source, "inspect", None)
         self.context = layout.data_prefix(source.name, label)  # what every pack blob is bound to
         self.stats = PipelineStats()
@@ -96,7 +97,7 @@ class Pipeline:
         if entry.size <= self.block_size:
             self._batch.append((entry, usable_ref))
             self._batch_bytes += entry.size
-            if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_FILES:
+            if self._batch_bytes >= self.batch_bytes or len(self._batch) >= self.batch_files:
                 self._submit_batch()
             return
         count = -(-entry.size // self.block_size)

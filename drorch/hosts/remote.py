@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 5  # of one operation, across lost connections
 STREAM_BLOCK = 4 << 20
 _FIND = b' -printf "$F"'
-_TAR = (b'tar -c -f - -P --null -T "$i" --no-recursion --hard-dereference --format=gnu; '
+_TAR = (b'tar -c -f - -P --no-recursion --hard-dereference --format=gnu --null -T "$i"; '
         b'xargs -0 -r sh -c \'exec find "$@" -maxdepth 0 -printf "$F"\' sh <"$i"')
 
 
@@ -49,6 +49,7 @@ def os_error(text: str, path: str) -> OSError | None:
 
 class SshHost:
     read_unit = 4 << 20  # large files are read in requests of this size (fewer round trips)
+    read_batch = (1024, 8 << 20)  # small files per read_many (files, bytes): each request forks a few processes
 
     def __init__(self, config: SshConfig):
         self.config = config
@@ -223,8 +224,9 @@ class SshHost:
 
         def operation(shell: ShellSession):
             reply = shell.request(_TAR, listing)
-            members = {name: data for name, data, _ in TarReader(reply.read).members(limit)}
-            rest = reply.read().lstrip(b"\0")  # the archive's padding, then find's records
+            tar = TarReader(reply.read)
+            members = {name: data for name, data, _ in tar.members(limit)}
+            rest = (tar.leftover() + reply.read()).lstrip(b"\0")  # the archive's padding, then find's records
             reply.finish()
             after = {f.path: f.st for f in parse_stream([rest])}
             return {path: (data, after.get(path)) for path, data in members.items()}

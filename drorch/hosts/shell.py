@@ -83,6 +83,7 @@ class Reply:
         self._session = session
         self._marker = b"\0" + token + b" "
         self._scanned = 0  # buf[:_scanned] holds no start of the marker
+        self._pos = 0  # buf[:_pos] was read already
         self._end: int | None = None  # where stdout ends in the buffer
         self.status: int | None = None
         self.stdout = b""  # what finish() found left of stdout
@@ -90,22 +91,32 @@ class Reply:
 
     def read(self, n: int = -1) -> bytes:
         """Up to n bytes of stdout (all with n=-1); b"" at its end."""
-        buf = self._session.buf
         if n < 0:
+            self._compact()
             return self._read_all()
+        buf = self._session.buf
         if self._end is None:
             self._search()  # (a pipelined reply may be in the buffer already)
-        while self._end is None and self._scanned == 0:
+        while self._end is None and self._scanned <= self._pos:
             self._session.fill_raw()
             self._search()
         limit = self._end if self._end is not None else self._scanned
-        take = min(n, limit)
-        data = bytes(buf[:take])
-        del buf[:take]
-        if self._end is not None:
-            self._end -= take
-        self._scanned -= min(take, self._scanned)
+        take = min(n, limit - self._pos)
+        data = bytes(buf[self._pos:self._pos + take])
+        self._pos += take
+        if self._pos >= 1 << 20:
+            self._compact()
         return data
+
+    def _compact(self) -> None:
+        """Drop what was read from the front of the buffer (not on every small read:
+        deleting from the front of a bytearray moves the rest)."""
+        if self._pos:
+            del self._session.buf[:self._pos]
+            self._scanned = max(0, self._scanned - self._pos)
+            if self._end is not None:
+                self._end -= self._pos
+            self._pos = 0
 
     def _read_all(self) -> bytes:
         """The rest of stdout, with one copy of the data (the bulk path of reads)."""

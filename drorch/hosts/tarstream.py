@@ -24,24 +24,41 @@ def _text(field: bytes) -> bytes:
 
 
 class TarReader:
-    """Members of a tar stream: (path, first `limit` bytes, full size) for regular files."""
+    """Members of a tar stream: (path, first `limit` bytes, full size) for regular files.
+    Reads in 1 MiB chunks; leftover() is what came after the end-of-archive block."""
 
     def __init__(self, read: Callable[[int], bytes]):
         self._read = read
+        self._buf = b""
+        self._off = 0
 
-    def _exactly(self, n: int) -> bytes:
-        parts, left = [], n
-        while left:
-            chunk = self._read(min(left, 1 << 20))
+    def _ensure(self, n: int) -> None:
+        if len(self._buf) - self._off >= n:
+            return
+        parts, have = [self._buf[self._off:]], len(self._buf) - self._off
+        while have < n:
+            chunk = self._read(max(1 << 20, n - have))
             if not chunk:
                 raise EOFError("the tar stream ended early")
             parts.append(chunk)
-            left -= len(chunk)
-        return b"".join(parts)
+            have += len(chunk)
+        self._buf, self._off = b"".join(parts), 0
+
+    def _exactly(self, n: int) -> bytes:
+        self._ensure(n)
+        out = self._buf[self._off:self._off + n]
+        self._off += n
+        return out
 
     def _skip(self, n: int) -> None:
         while n:
-            n -= len(self._exactly(min(n, 1 << 20)))
+            step = min(n, 1 << 20)
+            self._ensure(step)
+            self._off += step
+            n -= step
+
+    def leftover(self) -> bytes:
+        return self._buf[self._off:]
 
     def members(self, limit: int) -> Iterator[tuple[str, bytes, int]]:
         long_name: bytes | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-from drorch.fsmeta import Entry
+from drorch.fsmeta import Entry, entry_from_stat
 
 Warn = Callable[[str], None]
 
@@ -80,3 +80,21 @@ class Source(Protocol):
     #   inspect(entry, offset, data)   check data as it is read (e.g. page checksums)
     #   required_archive(facts) -> [names]   archive files that must be in the
     #                                        repository before the backup commits
+
+
+def read_many_from(host, entries: list[Entry], limit: int,
+                   host_path: Callable[[Entry], str]) -> dict[str, tuple[bytes, Entry | None]]:
+    """Source.read_many through a host that reads batches (remote hosts); {} otherwise."""
+    read_many = getattr(host, "read_many", None)
+    if read_many is None:
+        return {}
+    by_path = {host_path(entry): entry for entry in entries}
+    got = read_many(list(by_path), limit)
+    return {by_path[path].path: (data, None if st is None else entry_from_stat(by_path[path].path, st))
+            for path, (data, st) in got.items()}
+
+
+def read_hints(host) -> tuple[int, tuple[int, int] | None]:
+    """(bytes per read of a large file, (files, bytes) per batch of small ones) a host
+    prefers; (0, None) means the pipeline's defaults."""
+    return getattr(host, "read_unit", 0), getattr(host, "read_batch", None)

@@ -9,7 +9,7 @@ from typing import Iterator
 from drorch.errors import SourceError
 from drorch.fsmeta import DIR, FILE, HARDLINK, Entry, entry_from_stat
 from drorch.hosts.base import Host
-from drorch.sources.base import RestoreOptions, SourceEnd, Warn
+from drorch.sources.base import RestoreOptions, SourceEnd, Warn, read_hints, read_many_from
 
 
 def matches(patterns: list[str], path: str, is_dir: bool) -> bool:
@@ -44,7 +44,9 @@ class FilesSource:
         self.include = include or []
         self.exclude = exclude or []
         self.one_file_system = one_file_system
-        self.read_unit = getattr(host, "read_unit", 0)  # bytes per read of a large file, if it prefers
+        self.read_unit, batch = read_hints(host)  # what a remote host reads per request
+        if batch:
+            self.read_batch = batch
 
     # -- backup ------------------------------------------------------------------
 
@@ -101,12 +103,7 @@ class FilesSource:
         return self.host.read("/" + entry.path, offset, length)
 
     def read_many(self, entries: list[Entry], limit: int) -> dict[str, tuple[bytes, Entry | None]]:
-        read_many = getattr(self.host, "read_many", None)
-        if read_many is None:
-            return {}
-        got = read_many(["/" + e.path for e in entries], limit)
-        return {path[1:]: (data, None if st is None else entry_from_stat(path[1:], st))
-                for path, (data, st) in got.items()}
+        return read_many_from(self.host, entries, limit, lambda entry: "/" + entry.path)
 
     def restat(self, entry: Entry) -> Entry | None:
         st = self.host.lstat("/" + entry.path)

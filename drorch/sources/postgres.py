@@ -18,7 +18,7 @@ from drorch.errors import SourceError
 from drorch.fsmeta import DIR, FILE, Entry, entry_from_stat
 from drorch.hosts.base import Host
 from drorch.sources import pg_layout
-from drorch.sources.base import RestoreOptions, SourceEnd, Warn
+from drorch.sources.base import RestoreOptions, SourceEnd, Warn, read_hints, read_many_from
 from drorch.sources.pg_checksum import PAGE, SEGMENT_PAGES, bad_pages
 from drorch.sources.pg_conn import PgParams, connect, one, server_facts
 from drorch.sources.pg_recovery import (EXTERNAL, place_external_config, prepare_target, tablespace_links,
@@ -50,6 +50,9 @@ class PostgresSource:
     def __init__(self, name: str, host: Host, settings: PgSettings):
         self.name = name
         self.host = host  # the machine whose data directory is copied
+        self.read_unit, batch = read_hints(host)  # what a remote host reads per request
+        if batch:
+            self.read_batch = batch
         self.settings = settings
         self.pgdata = settings.pgdata.rstrip("/")
         self.conn: psycopg.Connection | None = None
@@ -128,6 +131,9 @@ class PostgresSource:
 
     def read(self, entry: Entry, offset: int = 0, length: int | None = None) -> bytes:
         return self.host.read(self._host_path(entry.path), offset, length)
+
+    def read_many(self, entries: list[Entry], limit: int) -> dict[str, tuple[bytes, Entry | None]]:
+        return read_many_from(self.host, entries, limit, lambda entry: self._host_path(entry.path))
 
     def restat(self, entry: Entry) -> Entry | None:
         st = self.host.lstat(self._host_path(entry.path))

@@ -128,3 +128,26 @@ def test_key_re_exchanges_in_the_middle_of_many_commands(sshd, tmp_path, monkeyp
         assert host.read("/dev/zero", 0, 9 << 20) == bytes(9 << 20)  # through a shell, many re-keys
     finally:
         close_hosts()
+
+
+def test_read_many_reads_a_batch_in_one_request(sshd, tmp_path):
+    data = tmp_path / "batch"
+    data.mkdir()
+    names = ["plain", "with space", "it's", "new\nline", os.fsdecode(b"raw\xff"), "x" * 200, "empty"]
+    for i, name in enumerate(names):
+        (data / name).write_bytes(os.urandom(i * 1000))
+    (data / "big").write_bytes(b"b" * 300_000)
+    os.link(data / "plain", data / "hard")  # tar would store a hard link without its bytes
+    paths = [str(data / n) for n in [*names, "big", "hard", "missing"]]
+    policy = load_policy(write_remote_policy(tmp_path / "policy.yaml", tmp_path / "repo", sshd, ["/tmp"]))
+    host = make_host(policy, "remote")
+    try:
+        got = host.read_many(paths, 100_001)
+        assert sorted(got) == sorted(paths[:-1])  # the missing one is left out
+        for path in paths[:-1]:
+            data_read, st = got[path]
+            whole = open(path, "rb").read()
+            assert data_read == whole[:100_001]
+            assert st.st_mtime_ns == os.lstat(path).st_mtime_ns and st.st_size == len(whole)
+    finally:
+        close_hosts()
