@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat as statmod
 from typing import Callable, Iterable, Iterator
 
@@ -22,7 +23,7 @@ from drorch.errors import HostError, HostUnreachableError, SourceError
 from drorch.fsmeta import Entry
 from drorch.hosts.base import RunResult, StdinData
 from drorch.hosts.commands import as_argv, describe, drive, with_user
-from drorch.hosts.findstat import Found, parse_stream, sort_key
+from drorch.hosts.findstat import STAT_FORMAT, Found, parse_stat, parse_stream, sort_key
 from drorch.hosts.remote_exec import RemoteProcess, exec_text
 from drorch.hosts.remote_write import RemoteWriter
 from drorch.hosts.shell import RECV, ShellPool, ShellSession, command
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 5  # of one operation, across lost connections
 STREAM_BLOCK = 4 << 20
 _FIND = b' -printf "$F"'
-_TAR = (b'tar -c -f - -P --no-recursion --hard-dereference --format=gnu --null -T "$i"; '
-        b'xargs -0 -r sh -c \'exec find "$@" -maxdepth 0 -printf "$F"\' sh <"$i"')
+_TAR = b'tar -c -f - -P --no-recursion --hard-dereference --format=gnu --null -T "$i"; '
+_RESTAT_FIND = b'xargs -0 -r sh -c \'exec find "$@" -maxdepth 0 -printf "$F"\' sh <"$i"'
+_RESTAT_STAT = b'xargs -0 -r stat --printf ' + command(STAT_FORMAT) + b' -- <"$i"'
+_STAT_PROBE = b"stat --printf '%.9Y' / 2>/dev/null"
 
 
 def os_error(text: str, path: str) -> OSError | None:
@@ -59,6 +62,7 @@ class SshHost:
         self.writer = RemoteWriter(self)
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
+        self._stat_ns: bool | None = None
 
     # -- connection ------------------------------------------------------------------
 
@@ -222,15 +226,24 @@ class SshHost:
             return {}
         listing = b"".join(os.fsencode(_absolute(p)) + b"\0" for p in paths)
 
+        with_stat = self._has_stat_ns()
+
         def operation(shell: ShellSession):
-            reply = shell.request(_TAR, listing)
+            reply = shell.request(_TAR + (_RESTAT_STAT if with_stat else _RESTAT_FIND), listing)
             tar = TarReader(reply.read)
             members = {name: data for name, data, _ in tar.members(limit)}
-            rest = (tar.leftover() + reply.read()).lstrip(b"\0")  # the archive's padding, then find's records
+            rest = (tar.leftover() + reply.read()).lstrip(b"\0")  # the archive's padding, then the re-stat
             reply.finish()
-            after = {f.path: f.st for f in parse_stream([rest])}
+            after = parse_stat(rest) if with_stat else {f.path: f.st for f in parse_stream([rest])}
             return {path: (data, after.get(path)) for path, data in members.items()}
         return self.call(operation)
+
+    def _has_stat_ns(self) -> bool:
+        """GNU stat prints nanoseconds with %.9Y (coreutils 8.x+); else re-stat with find."""
+        if self._stat_ns is None:
+            out = self.call(lambda shell: shell.call(_STAT_PROBE)).stdout
+            self._stat_ns = bool(re.fullmatch(rb"-?\d+\.\d{9}", out))
+        return self._stat_ns
 
     def open_read(self, path: str, offset: int = 0) -> "RemoteReadStream":
         return RemoteReadStream(self, path, offset)

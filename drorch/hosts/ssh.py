@@ -286,6 +286,10 @@ class SshConnection:
             raise
         return Channel(channel, self._give_slot, self.config.where)
 
+    @property
+    def channels_in_use(self) -> int:
+        return self._in_use
+
     def _take_slot(self) -> None:
         while True:
             with self._slots:

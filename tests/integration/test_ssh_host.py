@@ -151,3 +151,30 @@ def test_read_many_reads_a_batch_in_one_request(sshd, tmp_path):
             assert st.st_mtime_ns == os.lstat(path).st_mtime_ns and st.st_size == len(whole)
     finally:
         close_hosts()
+
+
+def test_channels_stay_within_max_channels(sshd, tmp_path):
+    """Threads share the one connection: with max_channels 2, eight threads reading
+    and running commands all finish, never with more than 2 channels open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(1 << 20))
+    policy = load_policy(write_remote_policy(tmp_path / "policy.yaml", tmp_path / "repo", sshd, ["/tmp"],
+                                             host_options={"max_channels": 2}))
+    host = make_host(policy, "remote")
+    most = []
+
+    def work(i):
+        if i % 3 == 0:
+            assert host.run(["true"]).exit_status == 0
+        else:
+            assert host.read(str(blob), 0, 1 << 20) == blob.read_bytes()
+        most.append(host.connection.channels_in_use)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(work, range(40)))
+        assert max(most) <= 2
+    finally:
+        close_hosts()
