@@ -297,14 +297,12 @@ class ShellPool:
         shell = self._take() or self._open()
         try:
             yield shell
-        except BaseException:
-            shell.close()
-            raise
-        if shell.alive:
-            with self._lock:
-                self._idle.append(shell)
-        else:
-            shell.close()
+        finally:  # a shell whose reply was read to its end is reusable, even after an error
+            if shell.alive:
+                with self._lock:
+                    self._idle.append(shell)
+            else:
+                shell.close()
 
     def _take(self) -> ShellSession | None:
         with self._lock:
