@@ -103,7 +103,7 @@ def copy_targets(policy: Policy, source: str, to: str | None) -> list[str]:
     return [name]
 
 
-_open_hosts: list = []
+_open_hosts: dict[tuple[int, str], tuple[Policy, object]] = {}  # one connection per host and policy
 
 
 def ssh_config(policy: Policy, name: str):
@@ -121,22 +121,24 @@ def ssh_config(policy: Policy, name: str):
 
 
 def make_host(policy: Policy, name: str):
-    """`local`, or an entry of `hosts:` (connected on first use; close_hosts() closes it)."""
+    """`local`, or an entry of `hosts:`: connected on first use, shared by everything
+    that asks for it with the same policy until close_hosts()."""
     if name == "local":
         return LocalHost()
     if name not in policy.hosts:
         known = ", ".join(["local", *sorted(policy.hosts)])
         raise UsageError(f"no host named {name!r} in {policy.path} (hosts: {known})")
-    from drorch.hosts.remote import SshHost  # paramiko is imported only when a remote host is used
+    key = (id(policy), name)
+    if key not in _open_hosts:
+        from drorch.hosts.remote import SshHost  # paramiko is imported only when a remote host is used
 
-    host = SshHost(ssh_config(policy, name))
-    _open_hosts.append(host)
-    return host
+        _open_hosts[key] = (policy, SshHost(ssh_config(policy, name)))  # (the policy kept: ids stay unique)
+    return _open_hosts[key][1]
 
 
 def close_hosts() -> None:
     while _open_hosts:
-        _open_hosts.pop().close()
+        _open_hosts.popitem()[1][1].close()
 
 
 def make_source(policy: Policy, name: str):
