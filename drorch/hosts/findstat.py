@@ -1,6 +1,6 @@
 """Metadata of remote files from one `find -printf` (shell.FIND_FORMAT): type,
-mode, owner, size, times to the nanosecond, inode, links, device, names,
-symlink target; 14 NUL-terminated fields per entry.  Re-stats of many paths
+mode, owner ids, size, times to the nanosecond, inode, links, device, path,
+symlink target; 12 NUL-terminated fields per entry.  Re-stats of many paths
 use GNU `stat --printf` (STAT_FORMAT), three times faster than find given
 paths one by one."""
 
@@ -11,7 +11,7 @@ import stat as statmod
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-FIELDS = 14
+FIELDS = 12
 STAT_FORMAT = r"%f %s %.9Y %.9Z %i %u %g %h %d\0%n\0"  # raw mode (hex), size, mtime, ctime, ino, ids, links, dev
 _TYPES = {b"f": statmod.S_IFREG, b"d": statmod.S_IFDIR, b"l": statmod.S_IFLNK, b"p": statmod.S_IFIFO,
           b"c": statmod.S_IFCHR, b"b": statmod.S_IFBLK, b"s": statmod.S_IFSOCK}
@@ -22,8 +22,6 @@ class Found:
     path: str
     st: os.stat_result
     target: str | None
-    user: str | None
-    group: str | None
 
 
 def time_ns(text: bytes) -> int:
@@ -67,20 +65,23 @@ def make_stat(mode: int, ino: int, dev: int, nlink: int, uid: int, gid: int, siz
          "st_atime_ns": mtime_ns, "st_mtime_ns": mtime_ns, "st_ctime_ns": ctime_ns, "st_rdev": rdev})
 
 
-def _name(value: bytes, number: int) -> str | None:
-    """find prints the number when the id has no name."""
-    return None if value == str(number).encode() else os.fsdecode(value)
+def id_names(getent_output: bytes) -> dict[int, str]:
+    """id -> name from `getent passwd|group ID...` lines (name:x:id:...)."""
+    names = {}
+    for line in getent_output.splitlines():
+        fields = line.split(b":")
+        if len(fields) >= 3 and fields[2].isdigit():
+            names.setdefault(int(fields[2]), os.fsdecode(fields[0]))
+    return names
 
 
 def parse_record(fields: list[bytes]) -> Found | None:
-    kind, perm, uid, gid, size, mtime, ctime, ino, nlink, dev, user, group, path, target = fields
+    kind, perm, uid, gid, size, mtime, ctime, ino, nlink, dev, path, target = fields
     if kind not in _TYPES:
         return None  # a door or an unknown type: nothing we back up
-    uid_n, gid_n = int(uid), int(gid)
-    st = make_stat(_TYPES[kind] | int(perm, 8), int(ino), int(dev), int(nlink), uid_n, gid_n, int(size),
+    st = make_stat(_TYPES[kind] | int(perm, 8), int(ino), int(dev), int(nlink), int(uid), int(gid), int(size),
                    time_ns(mtime), time_ns(ctime))
-    return Found(os.fsdecode(path), st, os.fsdecode(target) if kind == b"l" else None,
-                 _name(user, uid_n), _name(group, gid_n))
+    return Found(os.fsdecode(path), st, os.fsdecode(target) if kind == b"l" else None)
 
 
 def parse_stream(chunks: Iterable[bytes]) -> Iterator[Found]:

@@ -23,7 +23,7 @@ from drorch.errors import HostError, HostUnreachableError, SourceError
 from drorch.fsmeta import Entry
 from drorch.hosts.base import RunResult, StdinData
 from drorch.hosts.commands import as_argv, describe, drive, with_user
-from drorch.hosts.findstat import STAT_FORMAT, Found, parse_stat, parse_stream, sort_key
+from drorch.hosts.findstat import STAT_FORMAT, Found, id_names, parse_stat, parse_stream, sort_key
 from drorch.hosts.remote_exec import RemoteProcess, exec_text
 from drorch.hosts.remote_write import RemoteWriter
 from drorch.hosts.shell import RECV, ShellPool, ShellSession, command
@@ -142,6 +142,7 @@ class SshHost:
              one_file_system: bool = False) -> Iterator[tuple[str, os.stat_result, str | None]]:
         found = self.call(lambda shell: self._find(shell, root, one_file_system))
         found.sort(key=lambda f: sort_key(f.path))
+        self._learn_names({f.st.st_uid for f in found}, {f.st.st_gid for f in found})
         skipping: str | None = None
         for item in found:
             if skipping is not None and item.path.startswith(skipping):
@@ -151,7 +152,6 @@ class SshHost:
             if item.path != root and prune(item.path, is_dir):
                 skipping = item.path.rstrip("/") + "/" if is_dir else None
                 continue
-            self._remember_names(item)
             yield item.path, self._with_rdev(item), item.target
 
     def _find(self, shell: ShellSession, root: str, one_file_system: bool) -> list[Found]:
@@ -168,9 +168,17 @@ class SshHost:
                               "run the backup as a user that may read it (become:), or exclude it")
         return found
 
-    def _remember_names(self, item: Found) -> None:
-        self._users.setdefault(item.st.st_uid, item.user)
-        self._groups.setdefault(item.st.st_gid, item.group)
+    def _learn_names(self, uids: set[int], gids: set[int]) -> None:
+        """User and group names of these ids on the host, in one request (None: no name)."""
+        uids, gids = uids - set(self._users), gids - set(self._groups)
+        if not uids and not gids:
+            return
+        line = _getent(b"passwd", uids) + b"printf '\\0'; " + _getent(b"group", gids) + b"true"
+        out = self.call(lambda shell: shell.call(line)).stdout
+        users, _, groups = out.partition(b"\0")
+        known_users, known_groups = id_names(users), id_names(groups)
+        self._users.update({uid: known_users.get(uid) for uid in uids})
+        self._groups.update({gid: known_groups.get(gid) for gid in gids})
 
     def _with_rdev(self, item: Found) -> os.stat_result:
         if not (statmod.S_ISCHR(item.st.st_mode) or statmod.S_ISBLK(item.st.st_mode)):
@@ -317,6 +325,11 @@ class RemoteReadStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _getent(database: bytes, ids: set[int]) -> bytes:
+    """`getent DATABASE ID...; ` (nothing without ids: getent would list every entry)."""
+    return b"getent " + database + b"".join(b" %d" % i for i in sorted(ids)) + b"; " if ids else b""
 
 
 def _absolute(path: str) -> str:
