@@ -278,10 +278,47 @@ class PostgresSource(SourceBase):
         return self
 
 
+class MariadbConnection(Model):
+    """How drorch and mariabackup reach a MariaDB server (TCP, or a unix socket)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3306, ge=1, le=65535)
+    socket: str | None = Field(None, description="a unix socket on the database host (instead of host/port)")
+    user: str = "root"
+    password: SecretRef | None = None
+
+
+class MariadbSource(SourceBase):
+    """A MariaDB (10.11) server: physical backups with mariabackup plus binlogs, or logical dumps."""
+
+    kind: Literal["mariadb"]
+    mode: Literal["physical", "logical"] = "physical"
+    datadir: str | None = Field(None, description="the server's datadir (required for mode physical)")
+    connection: MariadbConnection = MariadbConnection()
+    backup_from: Literal["primary", "replica"] = "primary"
+    os_user: str = Field("mysql", description="the OS user that owns the datadir")
+    backup_options: list[str] = Field(
+        default_factory=lambda: ["--ftwrl-wait-timeout=60", "--ftwrl-wait-threshold=60"],
+        description="extra mariabackup options (default: give up instead of blocking writers for long)")
+    throttle: int | None = Field(None, ge=1, description="mariabackup --throttle (I/O operations per second)")
+    databases: list[str] = Field(default_factory=list, description="mode logical: these databases (default all)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MariadbSource":
+        if self.mode == "physical" and not self.datadir:
+            raise ValueError("mode physical needs `datadir`")
+        if self.datadir:
+            _absolute(self.datadir)
+        if self.mode == "logical" and self.retention.diff is not None:
+            raise ValueError("mode logical takes full backups only: remove retention.diff")
+        return self
+
+
 Source = Annotated[
-    Union[Annotated[FilesSource, Tag("files")], Annotated[PostgresSource, Tag("postgres")]],
+    Union[Annotated[FilesSource, Tag("files")], Annotated[PostgresSource, Tag("postgres")],
+          Annotated[MariadbSource, Tag("mariadb")]],
     Discriminator(_tag("kind"), custom_error_type="invalid_kind",
-                  custom_error_message="`kind` must be one of: files, postgres"),
+                  custom_error_message="`kind` must be one of: files, postgres, mariadb"),
 ]
 
 
