@@ -68,3 +68,19 @@ class RestoreError(DrorchError):
 
 class SourceError(DrorchError):
     """The source could not be read (or written back)."""
+
+
+class HostError(DrorchError):
+    """A host (this machine or one reached over SSH) could not do what was asked."""
+
+
+class HostKeyError(HostError):
+    """The host's SSH key is unknown or changed: nothing was sent to it."""
+
+
+class HostAuthError(HostError):
+    """The host refused our key (or the key could not be loaded)."""
+
+
+class HostUnreachableError(HostError):
+    """The connection could not be made or kept, after retries."""

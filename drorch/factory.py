@@ -103,10 +103,40 @@ def copy_targets(policy: Policy, source: str, to: str | None) -> list[str]:
     return [name]
 
 
+_open_hosts: list = []
+
+
+def ssh_config(policy: Policy, name: str):
+    """The SSH settings of a `hosts:` entry, its jump hosts included."""
+    from drorch.hosts.ssh import SshConfig
+
+    model = policy.hosts[name]
+    return SshConfig(
+        name=name, address=model.address, port=model.port, user=model.user, key_file=model.key_file,
+        known_hosts=model.known_hosts,
+        passphrase=model.key_passphrase.resolve if model.key_passphrase else None,
+        jump=ssh_config(policy, model.jump) if model.jump else None, become=model.become,
+        connect_timeout=model.connect_timeout.total_seconds(), io_timeout=model.io_timeout.total_seconds(),
+        keepalive=model.keepalive.total_seconds(), max_channels=model.max_channels)
+
+
 def make_host(policy: Policy, name: str):
+    """`local`, or an entry of `hosts:` (connected on first use; close_hosts() closes it)."""
     if name == "local":
         return LocalHost()
-    raise UsageError(f"host {name!r}: only `local` is supported yet")
+    if name not in policy.hosts:
+        known = ", ".join(["local", *sorted(policy.hosts)])
+        raise UsageError(f"no host named {name!r} in {policy.path} (hosts: {known})")
+    from drorch.hosts.remote import SshHost  # paramiko is imported only when a remote host is used
+
+    host = SshHost(ssh_config(policy, name))
+    _open_hosts.append(host)
+    return host
+
+
+def close_hosts() -> None:
+    while _open_hosts:
+        _open_hosts.pop().close()
 
 
 def make_source(policy: Policy, name: str):

@@ -25,10 +25,11 @@ def backup(policy_path, source: str | None, backup_type: str, checksum: bool, as
     """Back up a source into its repository."""
     policy = load(policy_path)
     name = pick_source(policy, source)
+    src = make_source(policy, name)
+    getattr(src, "connect", lambda: None)()  # before a new repository is initialised
     repo = open_repository(policy, source_policy(policy, name).repository, create=True)
     if repo.created and not as_json:
         say(f"initialised a new repository at {repo.location}")
-    src = make_source(policy, name)
     progress = Progress()
     start = time.monotonic()
     with progress_shown(progress, f"backup {name}"):

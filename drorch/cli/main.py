@@ -9,6 +9,7 @@ import click
 from drorch import __version__
 from drorch.cli import backup, check, copy_cmd, expire, listing, pin, policy_cmd, repo_cmd, restore, show, wal_cmd
 from drorch.cli.render import run_main, setup_logging
+from drorch.factory import close_hosts
 
 EPILOG = """Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad policy."""
 
@@ -19,6 +20,7 @@ EPILOG = """Exit codes: 0 success, 1 the operation failed, 2 bad usage or bad po
 def cli(verbose: int) -> None:
     """Backups of files and databases, verified restores, failover runbooks."""
     setup_logging(verbose)
+    click.get_current_context().call_on_close(close_hosts)  # SSH connections end with the command
 
 
 for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check, copy_cmd):

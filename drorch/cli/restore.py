@@ -25,6 +25,8 @@ from drorch.timefmt import iso, parse_iso
 @repository_option
 @click.option("--target", type=click.Path(),
               help="files: directory to restore into; databases: the new data directory (created if missing)")
+@click.option("--target-host", "target_host", metavar="HOST", default="local", show_default=True,
+              help="restore onto this host (a name from `hosts:`) over SSH")
 @click.option("--backup", "label", metavar="LABEL", help="this backup (default: the latest)")
 @click.option("--time", "moment", metavar="T", help="files: the newest backup finished at or before T; "
               "databases: the newest backup consistent before T, replayed to T (ISO 8601)")
@@ -50,7 +52,7 @@ from drorch.timefmt import iso, parse_iso
 @click.option("--into", help="with --database: under this name (default: its own; it must not exist)")
 @click.option("--table", help="with --database: only this table")
 @json_option
-def restore(policy_path, source, repository, target, label, moment, include, force, delta, as_json,
+def restore(policy_path, source, repository, target, target_host, label, moment, include, force, delta, as_json,
             database, into, table, **db_options) -> None:
     """Restore a backup.  Files land at TARGET/<original absolute path>; a database's
     data directory becomes TARGET."""
@@ -70,16 +72,20 @@ def restore(policy_path, source, repository, target, label, moment, include, for
         raise UsageError("say where to restore with --target DIR (or --database NAME for a logical backup)")
     if kind == "postgres" and when:
         db_options["time"] = iso(when).replace("Z", "+00")
-    options = RestoreOptions(target=os.path.abspath(target), force=force, delta=delta, include=list(include),
+    if target_host != "local" and not target.startswith("/"):
+        raise UsageError(f"--target {target} must be an absolute path on host {target_host}")
+    host = make_host(policy, target_host)
+    target = os.path.abspath(target) if target_host == "local" else os.path.normpath(target)
+    options = RestoreOptions(target=target, force=force, delta=delta, include=list(include),
                              source_options=db_options)
-    host = make_host(policy, "local")
     progress = Progress()
     with progress_shown(progress, f"restore {manifest.label}"):
         result = run_restore(repo, make_source(policy, name), manifest, options, host, progress=progress)
     if as_json:
         emit_json({**asdict(result), "recovery": db_options or None})
         return
-    say(f"restored {manifest.type} backup {manifest.label} of {name} into {options.target}: "
+    where = options.target if target_host == "local" else f"{target_host}:{options.target}"
+    say(f"restored {manifest.type} backup {manifest.label} of {name} into {where}: "
         f"{result.files} files written ({human_bytes(result.bytes_written)}) in {result.seconds:.1f}s")
     if delta:
         say(f"  delta: {result.unchanged_files} files already right, {result.removed} removed")

@@ -62,6 +62,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
     if requested != "full" and getattr(source, "full_only", False):
         raise UsageError(f"source {source.name} takes full backups only (mode logical); use --type full")
     progress = progress or Progress()
+    progress.phase = "connect"
+    getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
     progress.phase = "lock"
     lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
     try:

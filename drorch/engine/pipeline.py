@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 128
 TORN_RETRIES = 2
+_RESTAT = object()  # "stat after the read: not known yet"
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Pipeline:
         self.progress = progress
         self.checksum_all = checksum_all
         self.block_size = repo.block_size
+        # a remote source reads several blocks per request (fewer round trips)
+        self.blocks_per_read = max(1, getattr(source, "read_unit", 0) // self.block_size)
         self._inspect = getattr(source, "inspect", None)
         self.context = layout.data_prefix(source.name, label)  # what every pack blob is bound to
         self.stats = PipelineStats()
@@ -99,8 +102,8 @@ class Pipeline:
         count = -(-entry.size // self.block_size)
         entry.bs, entry.blocks = self.block_size, [None] * count
         state = _LargeFile(entry, usable_ref, count)
-        for index in range(count):
-            self._submit(self._store_block, state, index)
+        for index in range(0, count, self.blocks_per_read):
+            self._submit(self._store_block, state, index, min(self.blocks_per_read, count - index))
 
     def add_generated(self, entry: Entry, data: bytes) -> None:
         """Store bytes the source produced (not read from the host)."""
@@ -198,16 +201,18 @@ class Pipeline:
         return (self.label, pack, offset, len(blob), len(data), sha)
 
     def _store_batch(self, batch: list[tuple[Entry, Entry | None]]) -> None:
+        read_many = getattr(self.source, "read_many", None)
+        first = read_many([entry for entry, _ in batch], self.block_size + 1) if read_many else {}
         for entry, ref in batch:
             try:
-                self._store_whole(entry, ref)
+                self._store_whole(entry, ref, first.pop(entry.path, None))
             except FileNotFoundError:
                 self._vanished(entry)
             except PermissionError as exc:
                 self._unreadable(entry, exc)
 
-    def _store_whole(self, entry: Entry, ref: Entry | None) -> None:
-        data = self._read_consistent(entry)
+    def _store_whole(self, entry: Entry, ref: Entry | None, first: tuple | None = None) -> None:
+        data = self._read_consistent(entry, first)
         if data is None:
             return
         if len(data) > self.block_size:  # grew since the walk: store it in blocks
@@ -219,17 +224,20 @@ class Pipeline:
         entry.checksum = checksum_of(entry.blocks, 0)
         self.progress.add(files=1, nbytes=len(data))
 
-    def _read_consistent(self, entry: Entry) -> bytes | None:
+    def _read_consistent(self, entry: Entry, first: tuple | None = None) -> bytes | None:
         """Read a small file (at most one block and a byte, so a file that grew
         cannot fill memory); re-read it if it changed meanwhile, and flag it
-        torn if it keeps changing."""
+        torn if it keeps changing.  first: (bytes, stat after) from a batched
+        read_many, used as the first attempt."""
         for attempt in range(TORN_RETRIES + 1):
-            data = self.source.read(entry, 0, self.block_size + 1)
+            data, now = first if first is not None and attempt == 0 else (
+                self.source.read(entry, 0, self.block_size + 1), _RESTAT)
             self._count("read_bytes", len(data))
             if not self.source.detect_torn or len(data) > self.block_size:
                 entry.size = len(data)
                 return data
-            now = self.source.restat(entry)
+            if now is _RESTAT:
+                now = self.source.restat(entry)
             if now is None:
                 self._vanished(entry)
                 return None
@@ -277,11 +285,12 @@ class Pipeline:
         entry.checksum = checksum_of(blocks, bs)
         self.progress.add(files=1)
 
-    def _store_block(self, state: _LargeFile, index: int) -> None:
+    def _store_block(self, state: _LargeFile, index: int, count: int = 1) -> None:
+        """Read `count` blocks from block `index` on and store each."""
         entry = state.entry
         offset = index * entry.bs
         try:
-            data = self.source.read(entry, offset, min(entry.bs, entry.size - offset))
+            data = self.source.read(entry, offset, min(count * entry.bs, entry.size - offset))
         except FileNotFoundError:
             data = None
         except PermissionError as exc:
@@ -290,11 +299,13 @@ class Pipeline:
                 self._unreadable(entry, exc)
         if data is not None:
             self._count("read_bytes", len(data))
-            entry.blocks[index] = self._store(data, _ref_block(state.ref, entry.bs, index), index,
-                                              entry=entry, offset=offset)
+            for i in range(count):  # (a file that shrank gives short or empty blocks, as one by one)
+                block = data[i * entry.bs:(i + 1) * entry.bs]
+                entry.blocks[index + i] = self._store(block, _ref_block(state.ref, entry.bs, index + i), index + i,
+                                                      entry=entry, offset=offset + i * entry.bs)
             self.progress.add(nbytes=len(data))
         with state.lock:
-            state.remaining -= 1
+            state.remaining -= count
             last = state.remaining == 0
         if last:
             self._finish_large(state)

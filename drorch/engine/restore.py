@@ -147,6 +147,7 @@ class _TreeRestore:
         for entry in reversed(entries):
             if entry.type == DIR:
                 self.host.set_meta(self.path(entry.path), entry)
+        self.host.flush()  # a remote host batches metadata changes
         return self.result
 
     # -- tree shape ----------------------------------------------------------------
@@ -305,7 +306,7 @@ class _TreeRestore:
             self.result.failures[entry.path] = why
             slot = self._handles.get(self.path(entry.path))
             if slot and slot[0] is not None:
-                slot[0].close()
+                slot[0].discard()
                 slot[0] = _Closed()
         log.error("restore of /%s failed: %s", entry.path, why)
 
@@ -332,6 +333,8 @@ class _Closed:
 
     def close(self) -> None:
         pass
+
+    discard = close
 
 
 def _coalesce(items: list):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import getpass
 import grp
 import os
 import pwd
+import secrets
 import shutil
 import stat as statmod
+import subprocess
+import tempfile
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
-from drorch.errors import SourceError
+from drorch.errors import HostError, SourceError
 from drorch.fsmeta import BLOCKDEV, CHARDEV, FIFO, SYMLINK, Entry
+from drorch.hosts.base import RunResult, StdinData
+from drorch.hosts.commands import as_argv, describe, drive, with_user
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
@@ -32,12 +38,76 @@ class LocalWriteHandle:
     def close(self) -> None:
         os.close(self.fd)
 
+    discard = close  # the restore removes the file by name
+
+
+class LocalProcess:
+    """A command on this machine (stderr goes to a temporary file, so a chatty
+    command never blocks on a full pipe)."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._stderr)
+        except OSError as exc:
+            self._stderr.close()
+            raise HostError(f"cannot run {describe(argv)} on this machine: {exc.strerror}",
+                            "check that the program is installed and on PATH") from None
+
+    def read(self, n: int = -1) -> bytes:
+        return self.proc.stdout.read(n) if n != -1 else self.proc.stdout.read()
+
+    def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+
+    def close_stdin(self) -> None:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def wait(self, timeout: float | None = None) -> RunResult:
+        try:
+            self.close_stdin()
+        except BrokenPipeError:
+            pass
+        rest = self.proc.stdout.read()
+        status = self.proc.wait(timeout)
+        self._stderr.seek(0)
+        err = self._stderr.read()
+        self._stderr.close()
+        return RunResult(status, rest, err)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
 
 class LocalHost:
     name = "local"
 
     def __init__(self) -> None:
         self.is_root = os.geteuid() == 0
+        self.login = getpass.getuser()
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    # -- commands -------------------------------------------------------------
+
+    def start(self, argv: list[str] | str, *, shell: bool = False, user: str | None = None) -> LocalProcess:
+        return LocalProcess(with_user(as_argv(argv, shell), user, self.login))
+
+    def run(self, argv: list[str] | str, *, stdin: StdinData = None, timeout: float | None = None,
+            shell: bool = False, user: str | None = None) -> RunResult:
+        process = self.start(argv, shell=shell, user=user)
+        return drive(process, stdin, timeout, f"{describe(process.argv)} (on this machine)")
 
     # -- reading ------------------------------------------------------------
 
@@ -99,6 +169,12 @@ class LocalHost:
         finally:
             os.close(fd)
 
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        handle = os.fdopen(_open_read(path), "rb")
+        if offset:
+            handle.seek(offset)
+        return handle
+
     @staticmethod
     @lru_cache(maxsize=4096)
     def user_name(uid: int) -> str | None:
@@ -127,6 +203,27 @@ class LocalHost:
 
     def makedirs(self, path: str) -> None:
         os.makedirs(path, mode=0o755, exist_ok=True)
+
+    def put(self, path: str, chunks: Iterable[bytes], mode: int = 0o600) -> int:
+        temporary = os.path.join(os.path.dirname(path) or ".", f".drorch-{secrets.token_hex(8)}.tmp")
+        written = 0
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                    written += len(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+            raise
+        return written
 
     def open_write(self, path: str, size: int, truncate: bool = True) -> LocalWriteHandle:
         """Open a file for writing at offsets; truncate=False keeps its bytes

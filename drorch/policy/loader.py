@@ -31,6 +31,7 @@ class Policy:
 
     path: Path
     files: list[Path]
+    hosts: dict[str, Any] = field(default_factory=dict)
     repositories: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     docs: dict[tuple[str, str], Marked] = field(default_factory=dict)
@@ -111,10 +112,11 @@ def _cross_references(policy: Policy) -> list[str]:
                 problems.append(f"{where}: sources.{name}.copy_to: {target!r} is the source's own "
                                 "repository; name other repositories here")
         for keys, host in _host_refs(source):
-            if host != "local":
+            if host != "local" and host not in policy.hosts:
+                known = ", ".join(["local", *sorted(set(policy.hosts) - {"local"})])
                 problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "
-                                f"no host named {host!r}; only `local` is available")
-    return problems + object_lock_problems(policy)
+                                f"no host named {host!r} (hosts: {known})")
+    return problems + object_lock_problems(policy) + _host_references(policy)
 
 
 def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
@@ -124,6 +126,32 @@ def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
     if standby is not None:
         refs.append((("standby", "host"), standby.host))
     return refs
+
+
+def _host_references(policy: Policy) -> list[str]:
+    """`local` is reserved; every jump names a host; jumps never loop."""
+    problems = []
+    for name, host in policy.hosts.items():
+        if name == "local":
+            problems.append(f"{policy.where('hosts', name)}: hosts.local: `local` is this machine and "
+                            "cannot be redefined; give the entry another name")
+        if host.jump is None:
+            continue
+        if host.jump not in policy.hosts:
+            known = ", ".join(sorted(policy.hosts))
+            problems.append(f"{policy.where('hosts', name, 'jump')}: hosts.{name}.jump: "
+                            f"no host named {host.jump!r} (hosts: {known})")
+            continue
+        chain, step = [name], host.jump
+        while step is not None and step in policy.hosts and step not in chain:
+            chain.append(step)
+            step = policy.hosts[step].jump
+        if step in chain:
+            loop = " -> ".join(chain[chain.index(step):] + [step])
+            if chain[0] == step:  # said at each member of the loop, not at hosts leading into it
+                problems.append(f"{policy.where('hosts', name, 'jump')}: hosts.{name}.jump: "
+                                f"jump hosts loop ({loop})")
+    return problems
 
 
 def _real_loc(data: Any, loc: tuple) -> tuple:

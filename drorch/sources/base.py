@@ -44,6 +44,10 @@ class Source(Protocol):
     #: False where the source repairs it on restore (database WAL replay).
     detect_torn: bool
 
+    def connect(self) -> None:
+        """Reach the source's host(s) before anything is written (a refused host
+        key or login fails the backup before it starts)."""
+
     def begin(self, warn: Warn) -> dict:
         """Start the backup (e.g. pg_backup_start); returns facts."""
 
@@ -52,6 +56,10 @@ class Source(Protocol):
 
     def read(self, entry: Entry, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes of a file entry; raise FileNotFoundError if it vanished."""
+
+    # Optional: read_many(entries, limit) -> {entry.path: (first `limit` bytes, Entry
+    # re-stat after the read or None)} for many small files in one round trip (remote
+    # hosts); {} when it has no faster way.  Entries left out are read one by one.
 
     def restat(self, entry: Entry) -> Entry | None:
         """The entry's metadata now (None if it is gone)."""

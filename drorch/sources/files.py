@@ -44,8 +44,12 @@ class FilesSource:
         self.include = include or []
         self.exclude = exclude or []
         self.one_file_system = one_file_system
+        self.read_unit = getattr(host, "read_unit", 0)  # bytes per read of a large file, if it prefers
 
     # -- backup ------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self.host.connect()
 
     def begin(self, warn: Warn) -> dict:
         return {"paths": self.paths, "host": self.host.name}
@@ -95,6 +99,14 @@ class FilesSource:
 
     def read(self, entry: Entry, offset: int = 0, length: int | None = None) -> bytes:
         return self.host.read("/" + entry.path, offset, length)
+
+    def read_many(self, entries: list[Entry], limit: int) -> dict[str, tuple[bytes, Entry | None]]:
+        read_many = getattr(self.host, "read_many", None)
+        if read_many is None:
+            return {}
+        got = read_many(["/" + e.path for e in entries], limit)
+        return {path[1:]: (data, None if st is None else entry_from_stat(path[1:], st))
+                for path, (data, st) in got.items()}
 
     def restat(self, entry: Entry) -> Entry | None:
         st = self.host.lstat("/" + entry.path)

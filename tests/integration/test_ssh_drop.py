@@ -1,0 +1,99 @@
+"""A connection cut in the middle of a transfer (the per-connection sshd
+killed): the transfer is repeated on a new connection and the result is
+exact, or the job fails cleanly and earlier backups are intact."""
+
+from __future__ import annotations
+
+import os
+
+from tests import treegen
+from tests.sshd import SessionKiller, sshd, write_remote_policy  # noqa: F401  (fixture)
+
+MiB = 1 << 20
+
+
+def _setup(tmp_path, sshd):
+    data = tmp_path / "data"
+    data.mkdir()
+    treegen.generate(data, 31, files=40, big=1)
+    (data / "large.bin").write_bytes(os.urandom(48 * MiB))
+    policy = write_remote_policy(tmp_path / "policy.yaml", tmp_path / "repo", sshd, [data])
+    return data, policy
+
+
+def _restores_exactly(drorch, policy, label, snap, data, target, *extra):
+    result = drorch("restore", "--policy", policy, "--backup", label, "--target", target, *extra)
+    assert result.code == 0, result.err
+    assert treegen.diff(snap, treegen.snapshot(target / str(data).lstrip("/"))) == []
+
+
+def test_backup_cut_mid_read_is_repeated_and_exact(sshd, drorch, tmp_path):
+    data, policy = _setup(tmp_path, sshd)
+    logins = sshd.server.logins()
+    with SessionKiller(sshd.server, b"large.bin") as killer:  # while a block of it is read
+        result = drorch("backup", "--policy", policy, "--type", "full", "--json")
+    assert killer.kills == 1
+    assert result.code == 0, result.err
+    assert sshd.server.logins() >= logins + 2  # connected again after the cut
+    _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
+
+
+def test_backup_cut_during_the_small_file_batches_is_exact(sshd, drorch, tmp_path):
+    data, policy = _setup(tmp_path, sshd)
+    many = data / "many"
+    many.mkdir()
+    for i in range(3000):  # a few dozen batches
+        (many / f"f{i:04}").write_bytes(os.urandom(i % 5000))
+    with SessionKiller(sshd.server, b"tar -c") as killer:
+        result = drorch("backup", "--policy", policy, "--type", "full", "--json")
+    assert killer.kills == 1 and result.code == 0, result.err
+    _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
+
+
+def test_backup_that_keeps_losing_the_connection_fails_cleanly(sshd, drorch, tmp_path):
+    data, policy = _setup(tmp_path, sshd)
+    first = drorch("backup", "--policy", policy, "--type", "full", "--json")
+    assert first.code == 0, first.err
+    snap = treegen.snapshot(data)
+    treegen.mutate(data, 32)
+    (data / "large.bin").write_bytes(os.urandom(48 * MiB))
+    with SessionKiller(sshd.server, b"large.bin", times=100) as killer:
+        result = drorch("backup", "--policy", policy, "--type", "incr")
+    assert killer.kills >= 3
+    assert result.code == 1, result.err
+    assert "lost the connection to host remote" in result.err or "cannot connect to host remote" in result.err
+    assert "Traceback" not in result.err
+    listed = drorch("list", "--policy", policy, "--json").json()
+    assert [row["label"] for row in listed] == [first.json()["label"]]  # the cut backup is not listed
+    _restores_exactly(drorch, policy, first.json()["label"], snap, data, tmp_path / "r")
+
+
+def test_restore_onto_the_remote_cut_mid_write_is_repeated_and_exact(sshd, drorch, tmp_path):
+    data, policy = _setup(tmp_path, sshd)
+    result = drorch("backup", "--policy", policy, "--type", "full", "--json")
+    assert result.code == 0, result.err
+    snap = treegen.snapshot(data)
+    target = tmp_path / "there"
+    with SessionKiller(sshd.server, b".drorch-", times=2) as killer:  # writing a temporary file
+        restored = drorch("restore", "--policy", policy, "--target", target, "--target-host", "remote")
+    assert killer.kills >= 1
+    assert restored.code == 0, restored.err
+    assert treegen.diff(snap, treegen.snapshot(target / str(data).lstrip("/"))) == []
+    assert list(target.rglob(".drorch-*")) == []  # no temporary left behind
+
+
+def test_restore_that_keeps_losing_the_connection_leaves_no_half_file(sshd, drorch, tmp_path):
+    data, policy = _setup(tmp_path, sshd)
+    assert drorch("backup", "--policy", policy, "--type", "full").code == 0
+    target = tmp_path / "there"
+    with SessionKiller(sshd.server, b".drorch-", times=10_000, relentless=True) as killer:
+        restored = drorch("restore", "--policy", policy, "--target", target, "--target-host", "remote")
+    assert killer.kills >= 3
+    assert restored.code == 1, restored.err
+    assert "lost the connection to host remote" in restored.err or "cannot connect to host remote" in restored.err
+    assert "Traceback" not in restored.err
+    restored_root = target / str(data).lstrip("/")
+    for path in restored_root.rglob("*"):  # whatever has its real name is complete
+        if path.is_file() and not path.is_symlink() and not path.name.startswith(".drorch-"):
+            original = data / path.relative_to(restored_root)
+            assert path.read_bytes() == original.read_bytes(), path
