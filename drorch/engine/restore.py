@@ -69,6 +69,7 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
             "(use --include to restore a subset)")
     progress.phase = "finish"
     source.finish_restore(options, manifest.source_facts, host)
+    host.flush()  # what the source changed, too (a remote host batches metadata)
     result.seconds = time.monotonic() - started
     return result
 
