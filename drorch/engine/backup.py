@@ -109,16 +109,33 @@ class _Backup:
             self.repo.storage.delete(layout.run_key(self.source.name, self.label))
         except DrorchError as exc:  # committed already; a stale run record is harmless
             log.warning("could not remove the run record of %s: %s", self.label, exc)
+        if getattr(self.source, "archives_binlogs", False):
+            self._archive_binlogs()
         return BackupResult(self.source.name, self.label, btype, self.requested,
                             parent.label if parent else None, why, manifest["started"],
                             manifest["finished"], manifest["stats"], self.warnings,
                             repo_created=self.repo.created)
+
+    def _archive_binlogs(self) -> None:
+        """After a MariaDB backup: close the current binlog and archive what the
+        archive lacks, so the backup can be replayed forward.  The backup is
+        committed either way: a failure here is a warning."""
+        from drorch.engine import binlog
+
+        try:
+            done = binlog.archive_closed(self.repo, self.source, flush=True)
+            log.info("%s: %d binlog(s) archived after the backup", self.source.name,
+                     sum(1 for a in done if a.stored))
+        except DrorchError as exc:
+            self.warn(f"binlogs were not archived after the backup: {exc.message} (run `drorch binlog-archive`)")
 
     def _set_phase(self, phase: str) -> None:
         self.phase = self.progress.phase = phase
 
     def _copy_and_commit(self, btype: str, parent: Manifest | None, why: str, started) -> dict:
         self._set_phase("begin")
+        if hasattr(self.source, "plan"):  # sources that build increments themselves (mariabackup)
+            self.source.plan(btype, parent.source_facts if parent else None)
         begin_facts = self.source.begin(self.warn)
         try:
             reference = {e.path: e for e in read_entries(self.repo, parent)} if parent else {}

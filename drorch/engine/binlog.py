@@ -128,3 +128,15 @@ def delete(repo: Repository, source: str, name: str) -> None:
     repo.storage.delete(index_key(source, name))  # un-archive first, then the parts
     for info in list(repo.storage.list(_prefix(source, name))):
         repo.storage.delete(info.key)
+
+
+def archive_closed(repo: Repository, source, flush: bool = False) -> list[Archived]:
+    """Archive every closed binlog of a MariaDB source that the archive lacks
+    (with flush, close the current one first so everything up to now goes)."""
+    try:
+        if flush:
+            source.flush_binlogs()
+        known = archived(repo, source.name)
+        return [push(repo, source.name, source.host, path, known) for path in source.closed_binlogs()]
+    finally:
+        source.cleanup()
