@@ -186,3 +186,64 @@ def test_logical_dump_and_restore_into_a_new_name(env, drorch):
     again = drorch("restore", "--policy", env.policy, "--source", "shop-dumps", "--database", "shop",
                    "--into", "shop_copy")
     assert again.code == 1 and "already exists" in again.err
+
+
+def test_check_reports_binlog_lag_and_gaps_and_expire_keeps_needed_binlogs(env, drorch):
+    assert drorch("binlog-archive", "--policy", env.policy, "--source", SOURCE, "--flush").code == 0
+    ok = drorch("check", "--policy", env.policy, "--source", SOURCE, "--json")
+    assert ok.code == 0, ok.out
+    items = {i["name"]: i for i in ok.json()["items"]}
+    assert items[f"source {SOURCE}: binlog archive"]["status"] == "ok"
+    env.server.sql("FLUSH BINARY LOGS")  # a closed binlog the archive lacks: lag (a warning)
+    lag = drorch("check", "--policy", env.policy, "--source", SOURCE, "--json").json()
+    item = next(i for i in lag["items"] if i["name"].endswith("binlog archive"))
+    assert item["status"] == "warn" and "not archived" in item["message"]
+    assert drorch("binlog-archive", "--policy", env.policy, "--source", SOURCE, "--flush").code == 0
+    names = sorted(p.name for p in (env.repo / "binlog" / SOURCE).iterdir())
+    for key in (env.repo / "binlog" / SOURCE / names[-2]).iterdir():  # a hole in the middle
+        key.unlink()
+    (env.repo / "binlog" / SOURCE / names[-2]).rmdir()
+    gap = drorch("check", "--policy", env.policy, "--source", SOURCE)
+    assert gap.code == 1 and "gap" in gap.out and names[-2] in gap.out
+
+    policy = env.base / "retention.yaml"
+    policy.write_text(env.policy.read_text().replace("    datadir:", "    retention: {full: 1}\n    datadir:", 1))
+    newest = drorch("backup", "--policy", policy, "--source", SOURCE, "--type", "full", "--json").json()
+    first_needed = drorch("show", "--policy", policy, "--source", SOURCE, "--backup", newest["label"],
+                          "--json").json()["manifest"]["source_facts"]["binlog_file"]
+    result = drorch("expire", "--policy", policy, "--source", SOURCE, "--json")
+    assert result.code == 0, result.err
+    removed = result.json()[0]["binlogs_removed"]
+    assert removed and all(name < first_needed for name in removed)
+    left = sorted(p.name for p in (env.repo / "binlog" / SOURCE).iterdir())
+    assert left[0] == first_needed
+
+
+def test_over_ssh_backup_and_restore_onto_another_host(env, drorch):
+    """mariabackup runs on the database "host" behind a throwaway sshd and streams
+    over the SSH channel; the restore prepares and moves back on the target host."""
+    from tests.sshd import make_setup, scratch_dir
+
+    workdir = scratch_dir()
+    setup = make_setup(workdir)
+    try:
+        policy = env.base / "ssh.yaml"
+        policy.write_text(f"hosts:\n{setup.host_yaml('db2')}" +
+                          env.policy.read_text().replace("    kind: mariadb\n    repository", "    kind: mariadb\n"
+                                                         "    host: db2\n    repository", 1))
+        with Writer(env.server) as writer:
+            before = writer.committed
+            result = drorch("backup", "--policy", policy, "--source", SOURCE, "--type", "full", "--json")
+        assert result.code == 0, result.err
+        logins = setup.server.logins()
+        assert logins >= 1  # mariabackup ran through db2's sshd
+        target = env.base / "restore-over-ssh"
+        result = drorch("restore", "--policy", policy, "--source", SOURCE, "--target", target, "--target-host", "db2")
+        assert result.code == 0, result.err
+        assert setup.server.logins() > logins
+        server = env.restored(target)
+        assert_consistent(server, at_least=before)
+        server.kill()
+    finally:
+        setup.server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
