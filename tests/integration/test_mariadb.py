@@ -136,6 +136,7 @@ def test_point_in_time_from_archived_binlogs(env, drorch):
     assert drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full").code == 0
     env.server.sql("INSERT INTO shop.orders (item) VALUES ('first')")
     after_first = env.server.sql("SHOW MASTER STATUS")[0]
+    first_gtid = env.server.scalar("SELECT @@gtid_binlog_pos")
     first_at = datetime.now(timezone.utc)
     time.sleep(2.2)
     env.server.sql("INSERT INTO shop.orders (item) VALUES ('second')")
@@ -155,6 +156,13 @@ def test_point_in_time_from_archived_binlogs(env, drorch):
                     f"{after_first[0]}:{after_first[1]}", "--target", by_position)
     assert result.code == 0, result.err
     server = env.restored(by_position)
+    assert [r[0] for r in server.sql("SELECT item FROM shop.orders ORDER BY id")] == ["first"]
+    server.kill()
+
+    by_gtid = env.base / "pitr-gtid"
+    result = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--gtid", first_gtid, "--target", by_gtid)
+    assert result.code == 0, result.err
+    server = env.restored(by_gtid)
     assert [r[0] for r in server.sql("SELECT item FROM shop.orders ORDER BY id")] == ["first"]
     server.kill()
 
