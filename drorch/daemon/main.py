@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -46,7 +46,7 @@ class Daemon:
         self.history = HistoryReader()
         self.attempts: dict[str, list[Attempt]] = {}
         self.state = DaemonState(started=clock())
-        self.runner = Runner(self._job_done)
+        self.runner = Runner(self._job_done, self.waker.wake)
         self.loaded: Loaded | None = None
         self.endpoint = None
         self._said: dict[tuple, str] = {}  # (source, job, slot) -> reason already logged
@@ -174,6 +174,8 @@ class Daemon:
         with self.state.lock:
             self.state.running = [job.describe() for job in self.runner.jobs()]
             self.state.last_tick = time.monotonic()
+        if len(self._said) > 2000:  # forget what was said about slots long gone
+            self._said = {k: v for k, v in self._said.items() if k[2] > now - timedelta(days=2)}
 
     def _history(self, name: str, now: datetime):
         model = self.loaded.policy.sources[name]
@@ -247,7 +249,6 @@ class Daemon:
                 src.last_failure, src.last_failure_error = self.clock(), result.get("error")
             if src is not None and decision.job == "verify" and outcome in ("ok", "failed"):
                 src.last_verify, src.last_verify_ok = self.clock(), outcome == "ok"
-        self.waker.wake()
 
     def _sleep_for(self) -> float:
         now = self.clock()

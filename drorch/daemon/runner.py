@@ -50,8 +50,9 @@ class Job:
 
 
 class Runner:
-    def __init__(self, on_done: Callable[[Job, dict], None], env: dict | None = None):
+    def __init__(self, on_done: Callable[[Job, dict], None], wake: Callable[[], None], env: dict | None = None):
         self.on_done = on_done
+        self.wake = wake
         self.env = env
         self.running: dict[str, Job] = {}
         self.lock = threading.Lock()
@@ -91,12 +92,14 @@ class Runner:
         if job.aborting and result["result"] == "failed" and job.proc.returncode < 0:
             result["result"] = "aborted"
         result.setdefault("seconds", round(time.monotonic() - job.start_mono, 3))
-        with self.lock:
-            self.running.pop(job.source, None)
         try:
-            self.on_done(job, result)
+            self.on_done(job, result)  # its summary line comes before anything started in its place
         except Exception:  # noqa: BLE001 - the daemon carries on
             log.exception("handling the end of the job of %s failed", job.source)
+        finally:
+            with self.lock:
+                self.running.pop(job.source, None)
+            self.wake()
 
     def jobs(self) -> list[Job]:
         with self.lock:
