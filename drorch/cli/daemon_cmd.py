@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from drorch.cli.common import policy_option
@@ -18,9 +20,19 @@ def daemon(policy_path, log_format: str) -> None:
     stay); stop with SIGTERM (running jobs get daemon.stop_grace to finish)."""
     from drorch.daemon import logs
     from drorch.daemon.main import run_daemon
+    from drorch.errors import DrorchError, PolicyError
 
     logs.setup(log_format)
-    code = run_daemon(policy_path, log_format)
+    try:
+        code = run_daemon(policy_path, log_format)
+    except DrorchError as exc:
+        if log_format != "json":
+            raise  # printed as usual: FILE:LINE lines, exit 2 (policy) or 1
+        problems = exc.problems if isinstance(exc, PolicyError) else [exc.message]
+        logging.getLogger("drorch.daemon").error(
+            "drorch daemon did not start: %s", "; ".join(problems),
+            extra={"fields": {"event": "start-failed", "problems": problems, "hint": exc.hint}})
+        raise SystemExit(exc.exit_code) from None
     if code:
         raise SystemExit(code)
 

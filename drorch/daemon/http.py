@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,8 +117,9 @@ class Endpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(state))
         handler = _handler(state, status, self.registry)
+        server_class = _Server6 if ":" in host else ThreadingHTTPServer
         try:
-            self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
+            self.server = server_class((host.strip("[]"), int(port)), handler)
         except OSError as exc:
             raise DrorchError(f"cannot listen on {listen} (daemon.listen): {exc.strerror}",
                               "another process holds that port (a second daemon?); pick another port "
@@ -136,6 +138,10 @@ class Endpoint:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _handler(state: DaemonState, status: Callable[[], dict], registry: CollectorRegistry):

@@ -6,6 +6,7 @@ repository holds."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from datetime import timedelta
@@ -17,6 +18,7 @@ from drorch.timefmt import parse_iso, utcnow
 from tests.daemonproc import DaemonProc, daemon_policy, port
 
 EVERY_2S = '"*/2 * * * * *"'
+PG_SOURCE = 'kind: postgres\nrepository: local\npgdata: /nonexistent/pgdata\nschedule:\n  full: "0 0 1 1 *"\n'
 
 
 def files_source(data: Path, schedule: str) -> str:
@@ -66,12 +68,27 @@ def finished(daemon: DaemonProc, **match) -> list[dict]:
 
 def test_schedules_fire_failures_are_logged_and_metrics_match_the_repository(env, drorch):
     policy = env.policy({"main": files_source(env.data, f"incr: {EVERY_2S}"),
-                         "broken": files_source(env.data / "missing", f"full: {EVERY_2S}")})
+                         "broken": files_source(env.data / "missing", f"full: {EVERY_2S}"),
+                         "checked": files_source(env.data, 'verify: "*/3 * * * * *"'),
+                         "pg": PG_SOURCE})
+    # a WAL segment archived 100 s ago, for the archive lag of the PostgreSQL source
+    assert drorch("repo", "init", "--policy", policy, "--repository", "local").code == 0
+    segment = env.repo / "wal" / "pg" / "0000000100000000" / "000000010000000000000001"
+    segment.parent.mkdir(parents=True)
+    segment.write_bytes(b"wal")
+    os.utime(segment, (time.time() - 100, time.time() - 100))
     daemon = env.start(policy)
     daemon.wait_for(lambda: len(finished(daemon, source="main", result="ok")) >= 3, what="three backups")
+    daemon.wait_for(lambda: finished(daemon, source="checked"), what="a verification")
+    # the verify schedule goes through `drorch verify` (issue 7): until it exists, the job says so
+    (verify, *_) = finished(daemon, source="checked")
+    assert verify["result"] in ("ok", "failed", "skipped")
+    if verify["result"] == "skipped":
+        assert "no `drorch verify` yet" in verify["why"]
     # stop the schedules with a reload, so the figures hold still while we compare them
     env.policy({"main": files_source(env.data, 'incr: "0 0 1 1 *"'),
-                "broken": files_source(env.data / "missing", 'full: "0 0 1 1 *"')}, listen=env.port)
+                "broken": files_source(env.data / "missing", 'full: "0 0 1 1 *"'),
+                "checked": files_source(env.data, 'verify: "0 0 1 1 *"'), "pg": PG_SOURCE}, listen=env.port)
     daemon.signal(signal.SIGHUP)
     daemon.wait_for(lambda: daemon.events("reloaded"), what="the reload")
     daemon.wait_for(lambda: not daemon.status()["running"], what="no job running")
@@ -111,6 +128,10 @@ def test_schedules_fire_failures_are_logged_and_metrics_match_the_repository(env
     assert metric("drorch_backup_last_failure_timestamp_seconds", source="broken") > time.time() - 60
     assert metric("drorch_schedule_next_run_timestamp_seconds", source="main", job="incr") > time.time()
     assert metric("drorch_jobs_running") == 0
+    assert 100 <= metric("drorch_archive_lag_seconds", source="pg") < 200
+    assert metric("drorch_archive_lag_seconds", source="main") is None  # files: no archive
+    if verify["result"] != "skipped":  # once `drorch verify` is there
+        assert metric("drorch_verify_last_success", source="checked") == (verify["result"] == "ok")
     assert all(name.startswith("drorch_") for name, _ in metrics)
     status = daemon.status()
     assert status["sources"]["main"]["last_backup"]["label"] == newest["label"]
@@ -223,8 +244,9 @@ def test_two_daemons_on_one_repository_back_up_each_slot_once(env, drorch):
         assert [line["result"] for line in lines if line["slot"] == slot].count("ok") <= 1
     starts = [parse_iso(r["started"]).timestamp() for r in rows]
     first, last = (parse_iso(s).timestamp() for s in (min(ok_slots), max(ok_slots)))
-    for slot in range(int(first), int(last) + 1, 3):  # and no slot between the first and the last went without
-        assert any(slot - 1.5 <= t < slot + 3 for t in starts), (slot, rows)
+    for slot in range(int(first), int(last) + 1, 3):  # and no slot between the first and the last went without:
+        covering = min(t for t in starts if t >= slot - 1.5)  # the backup that covers it (planner.satisfied)
+        assert covering < slot + 6, (slot, rows)  # started for it, not slots later (a busy machine may be late)
     hosts = {drorch("show", "--policy", a, "--source", "main", "--backup", r["label"], "--json").json()
              ["manifest"]["host"] for r in rows}  # who ran them
     assert hosts and hosts <= {"hosta", "hostb"}

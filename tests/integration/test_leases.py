@@ -108,10 +108,10 @@ def holders(tmp_path, repo_policy):
 
 def test_a_held_lease_is_renewed_and_released(repo_policy):
     repo = open_repo(repo_policy)
-    lock = SourceLock(repo, SOURCE, "test", ttl=timedelta(seconds=1)).acquire()
+    lock = SourceLock(repo, SOURCE, "test", ttl=timedelta(seconds=2)).acquire()
     try:
         first = lock.read()
-        time.sleep(1.6)  # longer than the lease: only renewal keeps it
+        time.sleep(2.5)  # longer than the lease: only renewal keeps it
         second = lock.read()
         assert second["token"] == first["token"] and second["since"] == first["since"]
         assert parse_iso(second["expires"]) > parse_iso(first["expires"]) + timedelta(seconds=0.5)
@@ -124,10 +124,12 @@ def test_a_held_lease_is_renewed_and_released(repo_policy):
 
 
 def test_a_live_holder_on_another_host_is_never_taken_over(holders, repo_policy):
-    holder = holders.start(ttl=1, hold=3.5, hostname="otherhost")
+    # leases short enough for a quick test, long enough for a busy machine: renewals every 0.7 s, and
+    # a renewal may come 1.8 s late before the lease lapses
+    holder = holders.start(ttl=2, hold=8, hostname="otherhost")
     holders.wait_for(holder.pid, "acquired")
     repo = open_repo(repo_policy)
-    deadline = time.monotonic() + 2.5  # more than twice the lease
+    deadline = time.monotonic() + 4.5  # more than twice the lease
     while time.monotonic() < deadline:
         with pytest.raises(LockedError, match=f"locked by otherhost pid {holder.pid}"):
             SourceLock(repo, SOURCE, "test").acquire()
