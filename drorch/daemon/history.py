@@ -44,6 +44,14 @@ class SourceHistory:
         return [f.backup for f in self.facts]
 
 
+def backups_from_labels(repo: Repository, source: str) -> list[Backup]:
+    """Committed backups from one listing: a label holds the start second and the
+    type, which is all the planner needs (a job's look under the lock stays cheap)."""
+    labels = sorted(layout.split_key(info.key)[1] for info in repo.storage.list(layout.manifests_prefix(source)))
+    return [Backup(label, layout.label_type(label), layout.label_time(label))
+            for label in labels if layout.is_label(label)]
+
+
 class HistoryReader:
     def __init__(self) -> None:
         self._manifests: dict[tuple[str, str, str], BackupFacts] = {}

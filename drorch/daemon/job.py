@@ -28,7 +28,7 @@ import time
 from datetime import timedelta
 
 from drorch.daemon import logs, planner
-from drorch.daemon.history import HistoryReader
+from drorch.daemon.history import backups_from_labels
 from drorch.errors import DrorchError, LockedError
 from drorch.timefmt import parse_iso, utcnow
 
@@ -113,16 +113,14 @@ def backup_job(policy, spec: dict) -> dict:
     repo = open_repository(policy, model.repository, create=True)
     lock = SourceLock(repo, name, "backup").acquire()
     try:
-        history = HistoryReader().read(repo, name)
+        backups = backups_from_labels(repo, name)
         slot = parse_iso(spec["slot"])
-        done = planner.satisfied(spec["requested"], slot, history.backups,
-                                 timedelta(seconds=spec.get("tolerance", 10)))
+        done = planner.satisfied(spec["requested"], slot, backups, timedelta(seconds=spec.get("tolerance", 10)))
         if done is not None:
             return {"result": "skipped", "label": done.label, "type": done.type,
-                    "why": f"the slot is already covered by {done.type} {done.label}"
-                           + (f" from {done.host}" if done.host else "")}
+                    "why": f"the slot is already covered by {done.type} {done.label} (run elsewhere meanwhile)"}
         rules = planner.rules_for(model, policy.daemon.catchup_grace)
-        btype, upgrade = planner.upgrade(spec["requested"], history.backups, utcnow(), rules)
+        btype, upgrade = planner.upgrade(spec["requested"], backups, utcnow(), rules)
         reason = spec["reason"] + (f"; {upgrade}" if upgrade else "")
         result = run_backup(repo, make_source(policy, name), btype, lock=lock, reason=reason)
     finally:
