@@ -24,6 +24,7 @@ from drorch.timefmt import iso, utcnow
 
 log = logging.getLogger("drorch.daemon")
 ARCHIVE_LOOK_EVERY = 60.0  # seconds between listings of a source's WAL archive
+ARCHIVES = {"postgres": "wal", "mariadb": "binlog"}  # key prefix of each kind's log archive
 
 
 @dataclass
@@ -51,13 +52,15 @@ class Loaded:
         return self._repos[name]
 
     def archive_last(self, repo, source: str, model, now: datetime) -> datetime | None:
-        """When the newest WAL file of a physical PostgreSQL source reached the repository."""
-        if model.kind != "postgres" or getattr(model, "mode", "physical") != "physical":
+        """When the newest archived WAL (PostgreSQL) or binlog (MariaDB) of a physical source reached
+        the repository."""
+        prefix = ARCHIVES.get(model.kind)
+        if prefix is None or getattr(model, "mode", "physical") != "physical":
             return None
         if time.monotonic() - self._archive_looked.get(source, -1e9) < ARCHIVE_LOOK_EVERY:
             return None
         self._archive_looked[source] = time.monotonic()
-        newest = max((info.mtime for info in repo.storage.list(f"wal/{source}/")
+        newest = max((info.mtime for info in repo.storage.list(f"{prefix}/{source}/")
                       if not info.key.endswith("archive.info")), default=None)
         return datetime.fromtimestamp(newest, now.tzinfo) if newest is not None else None
 
