@@ -78,10 +78,22 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug; the daemon carries on and says so
         log.exception("job %s of %s failed unexpectedly", spec.get("job"), spec.get("source"))
         result = {"result": "failed", "error": f"internal error: {type(exc).__name__}: {exc}"}
+    finally:
+        _close_hosts()
     result.setdefault("seconds", round(time.monotonic() - start, 3))
     sys.stdout.write(json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
     return 0 if result["result"] in ("ok", "skipped") else 1
+
+
+def _close_hosts() -> None:
+    """End SSH connections the job opened (a quiet exit for the remote side)."""
+    try:
+        from drorch.factory import close_hosts
+
+        close_hosts()
+    except Exception as exc:  # noqa: BLE001 - the job's result matters more
+        log.warning("closing host connections: %s", exc)
 
 
 def run(spec: dict) -> dict:
