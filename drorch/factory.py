@@ -148,6 +148,8 @@ def make_source(policy: Policy, name: str):
         return FilesSource(name, host, model.paths, model.include, model.exclude, model.one_file_system)
     if model.kind == "postgres":
         return _postgres_source(policy, name, model)
+    if model.kind == "mariadb":
+        return _mariadb_source(policy, name, model)
     raise UsageError(f"source {name}: kind {model.kind} is not supported yet")
 
 
@@ -191,6 +193,19 @@ def _postgres_source(policy: Policy, name: str, model):
         prefetch=model.archive.prefetch)
     host = make_host(policy, standby.host if from_standby else model.host)
     return PostgresSource(name, host, settings)
+
+
+def _mariadb_source(policy: Policy, name: str, model):
+    from drorch.sources.mariadb import MariadbSettings, MariadbSource
+    from drorch.sources.mariadb_logical import MariadbLogicalSource
+
+    conn = model.connection
+    settings = MariadbSettings(datadir=model.datadir or "", host=conn.host, port=conn.port, socket=conn.socket,
+                               user=conn.user, password=conn.password.resolve() if conn.password else None,
+                               os_user=model.os_user, backup_options=list(model.backup_options),
+                               throttle=model.throttle, backup_from=model.backup_from)
+    cls = MariadbLogicalSource if model.mode == "logical" else MariadbSource
+    return cls(name, make_host(policy, model.host), settings, model.databases)
 
 
 def retention_rules(policy: Policy, source: str) -> Rules:

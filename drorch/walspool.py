@@ -60,9 +60,12 @@ def _ensure_worker(mode: str, policy: str, source: str, spool: str, extra: list[
     if _running(os.path.join(base, f"{mode}.lock")):
         return
     log = open(os.path.join(base, f"{mode}.log"), "ab")
+    # The worker imports drorch from where this process found it (a venv, or a checkout).
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
     subprocess.Popen([sys.executable, "-m", "drorch.engine.wal_worker", mode, "--policy", policy, "--source",
                       source, "--spool", spool, *extra], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                     start_new_session=True, close_fds=True)
+                     start_new_session=True, close_fds=True, env=env)
     log.close()
 
 

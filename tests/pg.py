@@ -25,9 +25,12 @@ ENV = {**os.environ, "HOME": "/var/lib/postgresql", "LC_ALL": "C.UTF-8"}
 
 
 def as_postgres(argv, check=True, **kwargs):
-    return subprocess.run([str(a) for a in argv], user="postgres", group="postgres", extra_groups=[],
-                          env={**ENV, **kwargs.pop("env", {})}, capture_output=True, text=True,
-                          check=check, **kwargs)
+    result = subprocess.run([str(a) for a in argv], user="postgres", group="postgres", extra_groups=[],
+                            env={**ENV, **kwargs.pop("env", {})}, capture_output=True, text=True, **kwargs)
+    if check and result.returncode:
+        raise RuntimeError(f"{' '.join(map(str, argv))} exited {result.returncode}:\n"
+                           f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
 
 
 def free_port() -> int:

@@ -44,21 +44,36 @@ def drorch_runtime() -> Path:
     """Path of a `drorch` executable any user can run, with this checkout's code."""
     venv = _deps_venv()
     site = next((venv / "lib").glob("python3*/site-packages"))
-    target = site / "drorch"
-    tmp = site / f".drorch-new-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(REPO / "drorch", tmp, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(target, ignore_errors=True)
-    os.rename(tmp, target)
-    exe = venv / "bin" / "drorch"
-    exe.write_text(f"#!{venv}/bin/python3\nimport sys\nfrom drorch.entry import main\nsys.exit(main())\n")
-    exe.chmod(0o755)
+    shutil.rmtree(site / "drorch", ignore_errors=True)  # an older way kept the code here
+    # The code goes in its own directory named by its hash: test sessions running
+    # side by side (or an older one still running) never see it change under them.
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "drorch").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    code = BASE / f"code-{digest.hexdigest()[:16]}"
+    if not code.exists():
+        tmp = BASE / f".code-new-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(REPO / "drorch", tmp / "drorch", ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        try:
+            os.rename(tmp, code)
+        except OSError:  # another session made the same one meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    exe = code / "drorch-run"
+    if not exe.exists():
+        tmp_exe = code / f".drorch-run-{os.getpid()}"
+        tmp_exe.write_text(f"#!{venv}/bin/python3\nimport sys\nsys.path.insert(0, {str(code)!r})\n"
+                           "from drorch.entry import main\nsys.exit(main())\n")
+        tmp_exe.chmod(0o755)
+        os.replace(tmp_exe, exe)
     for path in [venv, *venv.rglob("*")]:
         mode = path.lstat().st_mode
         if not path.is_symlink():
             path.chmod(mode | 0o444 | (0o111 if path.is_dir() or mode & 0o100 else 0))
     return exe
-
 
 if __name__ == "__main__":
     print(drorch_runtime())

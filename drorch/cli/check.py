@@ -9,9 +9,9 @@ import click
 
 from drorch.cli.common import json_option, load, policy_option, source_option
 from drorch.cli.render import emit_json, table
-from drorch.engine.health import Item, postgres_items, repository_item
+from drorch.engine.health import Item, mariadb_items, postgres_items, repository_item
 from drorch.errors import DrorchError
-from drorch.factory import open_repository, pg_params, source_policy
+from drorch.factory import make_source, open_repository, pg_params, source_policy
 
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
@@ -31,6 +31,8 @@ def collect(policy, only: str | None, probe: bool) -> list[Item]:
                 items.append(Item(f"source {name}: connection", "fail", exc.message, exc.hint))
                 continue
             items += postgres_items(name, params, model.archive.timeout.total_seconds(), opener, probe)
+        elif model.kind == "mariadb" and model.mode == "physical":
+            items += mariadb_items(make_source(policy, name), lambda m=model: open_repository(policy, m.repository))
         else:
             items.append(Item(f"source {name}", "skip", f"no checks for {model.kind} sources yet"))
     return items

@@ -25,10 +25,12 @@ def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> Non
         model = source_policy(policy, name)
         repo = open_repository(policy, model.repository)
         results.append(run_expire(repo, name, retention_rules(policy, name), dry_run=dry_run,
-                                  with_wal=model.kind == "postgres"))
+                                  with_wal=model.kind == "postgres",
+                                  with_binlog=model.kind == "mariadb" and model.mode == "physical"))
     if as_json:
         emit_json([{"source": r.source, "dry_run": r.dry_run, "expired": r.expired,
                     "leftovers": r.leftovers, "freed_bytes": r.freed_bytes, "wal_removed": r.wal_removed,
+                    "binlogs_removed": r.binlogs_removed,
                     "uploads_aborted": r.uploads_aborted,
                     "locked": [{"label": label, "until": _until(until)} for label, until in r.locked.items()],
                     "decisions": [{"label": d.label, "keep": d.keep, "reasons": d.reasons}
@@ -37,7 +39,8 @@ def expire(policy_path, source: str | None, dry_run: bool, as_json: bool) -> Non
     for r in results:
         verb = "would remove" if dry_run else "removed"
         say(f"{r.source}: {verb} {len(r.expired)} backup(s) and {len(r.leftovers)} unfinished run(s), "
-            f"{human_bytes(r.freed_bytes)}" + (f"; {len(r.wal_removed)} WAL file(s)" if r.wal_removed else ""))
+            f"{human_bytes(r.freed_bytes)}" + (f"; {len(r.wal_removed)} WAL file(s)" if r.wal_removed else "")
+            + (f"; {len(r.binlogs_removed)} binlog(s)" if r.binlogs_removed else ""))
         if r.decisions:
             table(["LABEL", "DECISION", "WHY"],
                   [[d.label, "keep" if d.keep else "locked" if d.label in r.locked else

@@ -7,7 +7,8 @@ import sys
 import click
 
 from drorch import __version__
-from drorch.cli import backup, check, copy_cmd, expire, listing, pin, policy_cmd, repo_cmd, restore, show, wal_cmd
+from drorch.cli import (backup, binlog_cmd, check, copy_cmd, daemon_cmd, expire, listing, pin, policy_cmd, repo_cmd,
+                        restore, schedule_cmd, show, wal_cmd)
 from drorch.cli.render import run_main, setup_logging
 from drorch.factory import close_hosts
 
@@ -23,7 +24,8 @@ def cli(verbose: int) -> None:
     click.get_current_context().call_on_close(close_hosts)  # SSH connections end with the command
 
 
-for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check, copy_cmd):
+for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check, copy_cmd, binlog_cmd,
+               schedule_cmd, daemon_cmd):
     module.register(cli)
 
 

@@ -8,6 +8,7 @@ import click
 
 from drorch.cli.common import json_option, load, policy_option
 from drorch.cli.render import emit_json, say
+from drorch.cli.schedule_cmd import schedule_lines
 from drorch.policy.models import PolicyDocument
 from drorch.policy.object_lock import lock_period
 
@@ -31,6 +32,8 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
     if locks:
         summary["object_lock"] = {name: {"mode": mode, "period_seconds": int(period.period.total_seconds()),
                                          "why": period.why} for name, (mode, period) in locks.items()}
+    if any(getattr(s, "schedule", None) for s in policy.sources.values()):
+        summary["schedules"] = schedule_lines(policy, sorted(policy.sources), 1)[1]
     if as_json:
         emit_json(summary)
         return
@@ -44,6 +47,11 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
     for name, repo in sorted(policy.repositories.items()):
         if repo.encryption is not None:
             say(f"  repository {name}: encrypted, passphrase from {repo.encryption.passphrase.ref}")
+    scheduled = sorted(n for n, s in policy.sources.items() if getattr(s, "schedule", None))
+    if scheduled:
+        say("schedules (`drorch schedule` shows more runs):")
+        for line in schedule_lines(policy, scheduled, 1)[0]:
+            say(f"  {line}")
 
 
 @policy_group.command("schema")

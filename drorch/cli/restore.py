@@ -48,7 +48,9 @@ from drorch.timefmt import iso, parse_iso
               help="postgres: put tablespace OID in DIR (default: inside the target, or in place)")
 @click.option("--archive-mode", type=click.Choice(["off", "preserve"]),
               help="postgres: `off` (default) keeps a restored copy from archiving; `preserve` keeps the setting")
-@click.option("--database", help="postgres logical: restore this database into its server")
+@click.option("--position", metavar="FILE:POS", help="mariadb: replay binlogs up to this position")
+@click.option("--gtid", help="mariadb: replay binlogs up to this GTID")
+@click.option("--database", help="logical backups: restore this database into its server")
 @click.option("--into", help="with --database: under this name (default: its own; it must not exist)")
 @click.option("--table", help="with --database: only this table")
 @json_option
@@ -72,6 +74,8 @@ def restore(policy_path, source, repository, target, target_host, label, moment,
         raise UsageError("say where to restore with --target DIR (or --database NAME for a logical backup)")
     if kind == "postgres" and when:
         db_options["time"] = iso(when).replace("Z", "+00")
+    elif kind == "mariadb" and when:
+        db_options["time"] = when.strftime("%Y-%m-%d %H:%M:%S")  # UTC: mariadb-binlog runs with TZ=UTC
     if target_host != "local" and not target.startswith("/"):
         raise UsageError(f"--target {target} must be an absolute path on host {target_host}")
     host = make_host(policy, target_host)
@@ -85,6 +89,14 @@ def restore(policy_path, source, repository, target, target_host, label, moment,
         emit_json({**asdict(result), "recovery": db_options or None})
         return
     where = options.target if target_host == "local" else f"{target_host}:{options.target}"
+    if kind == "mariadb":
+        say(f"restored {manifest.type} backup {manifest.label} of {name} into {where}: {result.files} "
+            f"backup(s) of its chain prepared in {result.seconds:.1f}s")
+        for phase, seconds in result.phases.items():
+            say(f"  {phase}: {seconds:.1f}s")
+        replayed = ", ".join(f"{k}={v}" for k, v in db_options.items())
+        say(f"  start mariadbd with --datadir={options.target}" + (f" (replayed to {replayed})" if replayed else ""))
+        return
     say(f"restored {manifest.type} backup {manifest.label} of {name} into {where}: "
         f"{result.files} files written ({human_bytes(result.bytes_written)}) in {result.seconds:.1f}s")
     if delta:

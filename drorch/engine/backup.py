@@ -56,7 +56,10 @@ def choose_parent(backups: list[Manifest], requested: str) -> tuple[str, Manifes
 
 def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bool = False,
                progress: Progress | None = None, lock_wait: float = 0.0,
-               workers: int | None = None) -> BackupResult:
+               workers: int | None = None, lock: SourceLock | None = None,
+               reason: str | None = None) -> BackupResult:
+    """lock: a lock of the source the caller already holds (and releases);
+    reason: why the caller asked for this type (the daemon's schedule), kept in `why`."""
     if requested not in TYPES:
         raise DrorchError(f"unknown backup type {requested!r}", "use full, diff or incr", exit_code=2)
     if requested != "full" and getattr(source, "full_only", False):
@@ -65,9 +68,11 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
     progress.phase = "connect"
     getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
     progress.phase = "lock"
+    if lock is not None:
+        return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
     lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
     try:
-        return _Backup(repo, source, requested, checksum, progress, lock, workers).run()
+        return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
     finally:
         lock.release()
 
@@ -75,8 +80,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
 class _Backup:
     archive_timeout = 60.0
 
-    def __init__(self, repo, source, requested, checksum, progress, lock, workers):
-        self.repo, self.source, self.requested = repo, source, requested
+    def __init__(self, repo, source, requested, checksum, progress, lock, workers, reason=None):
+        self.repo, self.source, self.requested, self.reason = repo, source, requested, reason
         self.checksum, self.progress, self.lock, self.workers = checksum, progress, lock, workers
         self.warnings: list[str] = []
         self.phase = "plan"
@@ -90,6 +95,8 @@ class _Backup:
         catalog = Catalog(self.repo)
         backups = catalog.backups(self.source.name)
         btype, parent, why = choose_parent(backups, self.requested)
+        if self.reason:
+            why = f"{self.reason}; {why}"
         taken = [m.label for m in backups] + [r.label for r in catalog.runs(self.source.name)]
         started = utcnow()
         self.label = layout.new_label(started, btype, taken)
@@ -109,16 +116,33 @@ class _Backup:
             self.repo.storage.delete(layout.run_key(self.source.name, self.label))
         except DrorchError as exc:  # committed already; a stale run record is harmless
             log.warning("could not remove the run record of %s: %s", self.label, exc)
+        if getattr(self.source, "archives_binlogs", False):
+            self._archive_binlogs()
         return BackupResult(self.source.name, self.label, btype, self.requested,
                             parent.label if parent else None, why, manifest["started"],
                             manifest["finished"], manifest["stats"], self.warnings,
                             repo_created=self.repo.created)
+
+    def _archive_binlogs(self) -> None:
+        """After a MariaDB backup: close the current binlog and archive what the
+        archive lacks, so the backup can be replayed forward.  The backup is
+        committed either way: a failure here is a warning."""
+        from drorch.engine import binlog
+
+        try:
+            done = binlog.archive_closed(self.repo, self.source, flush=True)
+            log.info("%s: %d binlog(s) archived after the backup", self.source.name,
+                     sum(1 for a in done if a.stored))
+        except DrorchError as exc:
+            self.warn(f"binlogs were not archived after the backup: {exc.message} (run `drorch binlog-archive`)")
 
     def _set_phase(self, phase: str) -> None:
         self.phase = self.progress.phase = phase
 
     def _copy_and_commit(self, btype: str, parent: Manifest | None, why: str, started) -> dict:
         self._set_phase("begin")
+        if hasattr(self.source, "plan"):  # sources that build increments themselves (mariabackup)
+            self.source.plan(btype, parent.source_facts if parent else None)
         begin_facts = self.source.begin(self.warn)
         try:
             reference = {e.path: e for e in read_entries(self.repo, parent)} if parent else {}
@@ -178,6 +202,7 @@ class _Backup:
             "warnings": self.warnings,
         }
         checkpoint("before-manifest")
+        self.lock.ensure_held()
         write_manifest(self.repo, manifest)
         checkpoint("after-manifest")
         log.info("%s: backup %s committed: %d files, %d bytes stored", self.source.name, self.label,
@@ -188,6 +213,8 @@ class _Backup:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         record = {**self.run_record, "status": "failed", "phase": self.phase, "error": message,
                   "failed": iso(utcnow())}
+        if getattr(exc, "aborted", False):  # stopped from outside (daemon shutdown): not the source's fault
+            record["aborted"] = True
         try:
             self.repo.put_json(layout.run_key(self.source.name, self.label), record)
         except Exception as write_exc:  # noqa: BLE001 - the original error matters more

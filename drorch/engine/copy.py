@@ -212,6 +212,7 @@ class _CopyOne:
                     copy={"from": self.src.id, "copied": iso(utcnow()),
                           "entries_sha256": self.manifest.data["entries"]["sha256"]})
         checkpoint("copy-before-manifest")
+        self.lock.ensure_held()
         write_manifest(self.dst, data)
         checkpoint("copy-after-manifest")
         self.written_bytes += packer.stored_bytes + entries_ref["size"]

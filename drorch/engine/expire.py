@@ -15,10 +15,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drorch.engine import wal
+from drorch.engine import binlog, wal
 from drorch.engine.retention import BackupRef, Decision, Rules, decide
 from drorch.errors import RepositoryError
 from drorch.repo import layout
+from drorch.sources.mariadb_facts import binlog_sequence
 from drorch.repo.catalog import Catalog
 from drorch.repo.locks import SourceLock
 from drorch.repo.repository import Repository
@@ -39,13 +40,15 @@ class ExpireResult:
     leftovers: list[str] = field(default_factory=list)  # labels of runs that never committed
     freed_bytes: int = 0
     wal_removed: list[str] = field(default_factory=list)
+    binlogs_removed: list[str] = field(default_factory=list)
     # expired by retention, or leftovers, that Object Lock still retains: label -> until (None: legal hold)
     locked: dict[str, datetime | None] = field(default_factory=dict)
     uploads_aborted: int = 0  # multipart uploads that crashed writers left behind
 
 
 def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = False,
-               now: datetime | None = None, lock_wait: float = 0.0, with_wal: bool = False) -> ExpireResult:
+               now: datetime | None = None, lock_wait: float = 0.0, with_wal: bool = False,
+               with_binlog: bool = False) -> ExpireResult:
     """Apply retention to one source; with_wal also removes archived WAL that no
     kept backup needs (everything before the oldest kept backup's start)."""
     now = now or utcnow()
@@ -72,6 +75,10 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
             starts = [m.source_facts.get("start_wal") for m in backups if m.label in kept]
             oldest = min((s for s in starts if s), key=wal.position_key, default=None)
             result.wal_removed = wal.expirable(repo, source, oldest)
+        if with_binlog:  # MariaDB: the binlogs from the oldest kept backup's position on stay
+            firsts = [m.source_facts.get("binlog_file") for m in backups if m.label in kept]
+            oldest = min((f for f in firsts if f), key=lambda n: binlog_sequence(n) or 0, default=None)
+            result.binlogs_removed = binlog.expirable(list(binlog.archived(repo, source)), oldest)
         if dry_run:
             return result
         for label in list(result.expired):
@@ -98,6 +105,8 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
                 log.info("%s: WAL from %s on is still locked: %s", source, name, exc.message)
                 result.wal_removed = result.wal_removed[:n]
                 break
+        for name in result.binlogs_removed:
+            binlog.delete(repo, source, name)
         return result
 
 

@@ -98,3 +98,38 @@ def _probe(conn, source, timeout, repo_open, prefix, wal, psycopg) -> Item:
         return Item(f"{prefix}: archive probe", "fail", exc.message, exc.hint)
     return Item(f"{prefix}: archive probe", "ok",
                 f"{segment} reached the repository in {time.monotonic() - started:.1f}s")
+
+
+def mariadb_items(source, repo_open) -> list[Item]:
+    """Connection, binary logging, and the binlog archive: closed binlogs not yet
+    archived (lag) and holes in the archived sequence (gaps)."""
+    from drorch.engine import binlog
+
+    prefix = f"source {source.name}"
+    try:
+        version = source.sql("SELECT VERSION()").strip()
+        log_bin = source.sql("SELECT @@log_bin").strip() == "1"
+        closed = source.closed_binlogs() if log_bin else []
+    except DrorchError as exc:
+        return [Item(f"{prefix}: connection", "fail", exc.message, exc.hint)]
+    finally:
+        source.cleanup()
+    items = [Item(f"{prefix}: connection", "ok", f"MariaDB {version} on {source.host.name}")]
+    if not log_bin:
+        return items + [Item(f"{prefix}: binlog archive", "warn", "binary logging is off: no point-in-time restore",
+                             "set log_bin (and a server_id) and restart")]
+    try:
+        archived = binlog.archived(repo_open(), source.name)
+    except DrorchError as exc:
+        return items + [Item(f"{prefix}: binlog archive", "fail", exc.message, exc.hint)]
+    lagging = [p.rsplit("/", 1)[-1] for p in closed if p.rsplit("/", 1)[-1] not in archived]
+    holes = binlog.gaps(list(archived))
+    if holes:
+        items.append(Item(f"{prefix}: binlog archive", "fail", f"gap in the archive: {', '.join(holes[:5])} missing",
+                          "point-in-time restore cannot cross a gap: take a new full backup"))
+    elif lagging:
+        items.append(Item(f"{prefix}: binlog archive", "warn", f"{len(lagging)} closed binlog(s) not archived yet "
+                          f"({', '.join(lagging[:3])})", "run `drorch binlog-archive` (the daemon does after backups)"))
+    else:
+        items.append(Item(f"{prefix}: binlog archive", "ok", f"{len(archived)} binlog(s) archived, none behind"))
+    return items

@@ -48,10 +48,15 @@ class RestoreResult:
     removed: int = 0  # --delta: not in the backup
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, when the source reports them
 
 
 def run_restore(repo: Repository, source: Source, manifest: Manifest, options: RestoreOptions,
                 host: Host, *, progress: Progress | None = None, workers: int | None = None) -> RestoreResult:
+    if getattr(source, "restores_chain", False):  # tool streams applied in order (MariaDB)
+        from drorch.engine.chain_restore import run_chain_restore
+
+        return run_chain_restore(repo, source, manifest, options, host)
     started = time.monotonic()
     progress = progress or Progress()
     all_entries = read_entries(repo, manifest)
@@ -69,7 +74,7 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
             "(use --include to restore a subset)")
     progress.phase = "finish"
     source.finish_restore(options, manifest.source_facts, host)
-    host.flush()  # what finish_restore set on a remote host
+    host.flush()  # what the source changed, too (a remote host batches metadata)
     result.seconds = time.monotonic() - started
     return result
 

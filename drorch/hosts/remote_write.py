@@ -10,6 +10,7 @@ commands (chown, chmod, then `touch -d @sec.nanosec` for exact mtimes).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import posixpath
@@ -154,7 +155,7 @@ class RemoteWriter:
 
     def set_meta(self, path: str, entry: Entry) -> None:
         with self._lock:
-            self._meta.append((path, entry))
+            self._meta.append((path, copy.copy(entry)))  # as it is now: callers may reuse the Entry
             full = len(self._meta) >= META_QUEUE
         if full:
             self.flush()

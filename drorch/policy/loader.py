@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from drorch.errors import PolicyError
-from drorch.policy.models import PolicyDocument
+from drorch.policy.cron import schedule_problems
+from drorch.policy.models import Daemon, PolicyDocument
 from drorch.policy.object_lock import object_lock_problems
 from drorch.policy.yamlmarks import Marked, dotted, load_marked
 
@@ -35,6 +36,7 @@ class Policy:
     repositories: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     docs: dict[tuple[str, str], Marked] = field(default_factory=dict)
+    daemon: Daemon = field(default_factory=Daemon)  # `daemon:` of one file, else the defaults
 
     def where(self, section: str, name: str, *keys: Any) -> str:
         return self.docs[(section, name)].where((section, name, *keys))
@@ -85,6 +87,18 @@ def load_policy(path: Path | str) -> Policy:
 def _merge(policy: Policy, doc: Marked, model: PolicyDocument, problems: list[str]) -> None:
     for section in SECTIONS:
         target = getattr(policy, section)
+        if not isinstance(target, dict):  # a single section (daemon): in one file only
+            value = getattr(model, section)
+            if value is None:
+                continue
+            if (section, "") in policy.docs:
+                first = policy.docs[(section, "")].where((section,))
+                problems.append(f"{doc.where((section,))}: {section}: defined twice (also at {first}); "
+                                "keep it in one policy file")
+                continue
+            setattr(policy, section, value)
+            policy.docs[(section, "")] = doc
+            continue
         for name, value in getattr(model, section).items():
             if name in target:
                 first = policy.where(section, name)
@@ -116,7 +130,7 @@ def _cross_references(policy: Policy) -> list[str]:
                 known = ", ".join(["local", *sorted(set(policy.hosts) - {"local"})])
                 problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "
                                 f"no host named {host!r} (hosts: {known})")
-    return problems + object_lock_problems(policy) + _host_references(policy)
+    return problems + object_lock_problems(policy) + _host_references(policy) + schedule_problems(policy)
 
 
 def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
@@ -207,13 +221,15 @@ def _fields_at(loc: tuple) -> list[str]:
         current = _step(current, step)
         if current is None:
             return []
-    return list(current.model_fields) if _is_model(current) else []
+    optional = [a for a in typing.get_args(current) if _is_model(a)]  # `Model | None`
+    current = optional[0] if not _is_model(current) and len(optional) == 1 else current
+    return [info.alias or name for name, info in current.model_fields.items()] if _is_model(current) else []
 
 
 def _step(annotation: Any, step: Any) -> Any:
     """Follow one loc step through a model / dict / list / tagged union annotation."""
     if _is_model(annotation):
-        info = annotation.model_fields.get(step)
+        info = next((i for n, i in annotation.model_fields.items() if step in (n, i.alias)), None)
         return info.annotation if info else None
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:

@@ -151,8 +151,6 @@ def _own_like_data(host: Host, target: str, os_user: str) -> None:
     st = host.lstat(posixpath.join(target, "PG_VERSION"))
     if st is None:
         return
-    owner = Entry(path="x", type="file", uid=st.st_uid, gid=st.st_gid, user=os_user, group=None,
-                  mtime_ns=st.st_mtime_ns)
     for rel, mode in (("", 0o700), ("postgresql.auto.conf", 0o600), ("recovery.signal", 0o600),
                       ("standby.signal", 0o600), ("pg_wal", 0o700), ("pg_wal/archive_status", 0o700),
                       *((name, 0o600) for name in STANDARD_NAMES.values())):
@@ -160,6 +158,7 @@ def _own_like_data(host: Host, target: str, os_user: str) -> None:
         now = host.lstat(path)
         if now is None:
             continue
-        owner.mode, owner.mtime_ns = mode, now.st_mtime_ns
-        owner.type = "dir" if stat.S_ISDIR(now.st_mode) else "file"
-        host.set_meta(path, owner)
+        # A new Entry each time: a remote host queues set_meta calls until flush().
+        host.set_meta(path, Entry(path=rel or ".", type="dir" if stat.S_ISDIR(now.st_mode) else "file",
+                                  mode=mode, uid=st.st_uid, gid=st.st_gid, user=os_user, group=None,
+                                  mtime_ns=now.st_mtime_ns))

@@ -507,3 +507,36 @@ def test_rebuild_a_standby_and_reseed_it_with_delta(env, drorch):
         time.sleep(0.2)
     assert standby.scalar("SELECT pg_is_in_recovery()")
     standby.kill()
+
+
+def test_over_ssh_backup_and_restore_onto_another_host(env, drorch):
+    """The database "host" is reached through a throwaway sshd on loopback: the
+    data directory is read over SSH, and restored over SSH with --target-host."""
+    from tests.sshd import make_setup, scratch_dir
+
+    workdir = scratch_dir()
+    setup = make_setup(workdir)
+    try:
+        policy = env.base / "ssh-policy.yaml"
+        text = policy_text(env.repo, env.primary, env.runtime).replace("    kind: postgres\n",
+                                                                      "    kind: postgres\n    host: db1\n")
+        policy.write_text(f"hosts:\n{setup.host_yaml('db1')}" + text)
+        with Writer(env.primary) as writer:
+            before = writer.committed
+            result = drorch("backup", "--policy", policy, "--source", SOURCE, "--type", "full", "--json")
+        assert result.code == 0, result.err
+        logins = setup.server.logins()
+        assert logins >= 1  # the files really came over SSH
+        target = env.base / "restore-over-ssh"
+        result = drorch("restore", "--policy", policy, "--source", SOURCE, "--target", target, "--target-host",
+                        "db1", "--immediate", "--target-action", "promote")
+        assert result.code == 0, result.err
+        assert setup.server.logins() > logins
+        assert target.stat().st_uid == env.primary.pgdata.stat().st_uid  # owned by postgres
+        cluster = env.start_restored(env.restored(target.name))
+        cluster.wait_recovered()
+        assert_consistent(cluster, at_least=before)
+        cluster.kill()
+    finally:
+        setup.server.stop()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
