@@ -257,9 +257,13 @@ class SshHost:
         return RemoteReadStream(self, path, offset)
 
     def user_name(self, uid: int) -> str | None:
+        if uid not in self._users:  # (a walk learns them all at once)
+            self._learn_names({uid}, set())
         return self._users.get(uid)
 
     def group_name(self, gid: int) -> str | None:
+        if gid not in self._groups:
+            self._learn_names(set(), {gid})
         return self._groups.get(gid)
 
     # -- writing (remote_write.py) ---------------------------------------------------

@@ -178,3 +178,10 @@ def test_channels_stay_within_max_channels(sshd, tmp_path):
         assert max(most) <= 2
     finally:
         close_hosts()
+
+
+def test_user_and_group_names_come_from_the_host(host):
+    import grp
+    import pwd
+    assert host.user_name(0) == pwd.getpwuid(0).pw_name and host.group_name(0) == grp.getgrgid(0).gr_name
+    assert host.user_name(4_000_000) is None and host.group_name(4_000_000) is None
