@@ -71,10 +71,11 @@ class Host(Protocol):
 
     # -- commands -------------------------------------------------------------
     def run(self, argv: list[str] | str, *, stdin: StdinData = None, timeout: float | None = None,
-            shell: bool = False) -> RunResult:
-        """Run a command to its end.  A timeout kills it and raises HostError."""
+            shell: bool = False, user: str | None = None) -> RunResult:
+        """Run a command to its end.  A timeout kills it and raises HostError.  user:
+        run it as that OS user (sudo -n -u); default: the host's `become`, else the login."""
 
-    def start(self, argv: list[str] | str, *, shell: bool = False) -> Process:
+    def start(self, argv: list[str] | str, *, shell: bool = False, user: str | None = None) -> Process:
         """Start a command whose output is streamed (e.g. a database's backup tool)."""
 
     # -- reading ------------------------------------------------------------
