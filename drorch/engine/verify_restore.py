@@ -79,13 +79,20 @@ def _restore(repo, source, manifest, host, sandbox, outcome, progress) -> bool:
                                     outcome.phases["restore"]))
         return False
     outcome.phases["restore"] = outcome.restore_seconds = time.monotonic() - started
-    outcome.checks.append(Check("restore", "passed", f"{result.files} files, {result.bytes_written} bytes "
-                                f"written into {sandbox.target}, every block matched its SHA-256",
-                                outcome.restore_seconds))
+    for name, seconds in (getattr(result, "phases", None) or {}).items():
+        outcome.phases[f"restore: {name}"] = seconds
+    written = (f"{result.files} files, {result.bytes_written} bytes written" if result.bytes_written else
+               f"{result.files} backup stream(s) of the chain applied")
+    outcome.checks.append(Check("restore", "passed", f"{written} into {sandbox.target}, every block matched "
+                                "its SHA-256", outcome.restore_seconds))
     return True
 
 
 def _tree(repo, source, manifest, host, sandbox, outcome) -> None:
+    if getattr(source, "restores_chain", False):  # the backup is a tool's stream, not the restored files
+        outcome.checks.append(Check("files", "skipped", "the backup holds the backup tool's streams: the tool "
+                                    "checked them while extracting and preparing"))
+        return
     started = time.monotonic()
     count, problems = check_tree(host, sandbox.target, read_entries(repo, manifest),
                                  skip=tuple(getattr(source, "restore_rewrites", ())))

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from decimal import Decimal
 from typing import Callable
 
 import psycopg
 
 from drorch.errors import SourceError
+from drorch.sources.assertions import failed as assertion_failed
+from drorch.sources.assertions import judge
 from drorch.sources.base import Check, Sandbox
 from drorch.sources.pg_sandbox import SandboxServer
 
@@ -79,35 +80,16 @@ def _amcheck(server: SandboxServer, user: str, bin_dir: str, timeout: float) -> 
     return Check("pg_amcheck", "failed", f"pg_amcheck {what}: " + " | ".join(output[:OUTPUT_LINES]), seconds)
 
 
-def as_text(value) -> str:
-    """A query result as an assertion compares it with `expect`."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else str(value)
-    return str(value)
-
-
 def _assertion(server: SandboxServer, user: str, dbname: str, sql: str, expect: str | None,
                timeout: float) -> Check:
-    name = f"assertion: {sql}"
     started = time.monotonic()
     try:
         with server.connect(user, dbname) as conn:
             conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
             row = conn.execute(sql).fetchone()
     except psycopg.Error as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Check(name, "failed", f"in database {dbname}: the query failed: {detail}",
-                     time.monotonic() - started)
-    value = row[0] if row else None
-    text = as_text(value)
-    ok = value is True if expect is None else text == expect
-    wanted = "true" if expect is None else repr(expect)
-    detail = f"in database {dbname}: returned {text}" + ("" if ok else f", expected {wanted}")
-    return Check(name, "passed" if ok else "failed", detail, time.monotonic() - started)
+        return assertion_failed(sql, dbname, exc, time.monotonic() - started)
+    return judge(sql, dbname, row, expect, time.monotonic() - started)
 
 
 def verify_dumps(bin_dir: str, sandbox: Sandbox, facts: dict, dump_path, add: Add) -> bool:

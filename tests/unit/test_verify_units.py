@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from drorch.policy.models import FilesSource, PostgresSource
 from drorch.repo import layout
-from drorch.sources.pg_verify import as_text
+from drorch.sources.assertions import as_text
 from drorch.sources.pg_walcheck import WalChecker
 
 BLOCK, SEGMENT = 8192, 4 * 8192
