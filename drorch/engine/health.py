@@ -73,17 +73,13 @@ def host_items(hosts: dict[str, list[str]], open_host) -> list[Item]:
         if name == "local":
             items.append(Item("host local", "ok", f"this machine ({socket.gethostname()}), {used}"))
             continue
-        host = None
-        try:
+        try:  # (the connection stays open for the other items; the command closes it at its end)
             host = open_host(name)
             host.connect()
             where = getattr(getattr(host, "config", None), "where", name)
             items.append(Item(f"host {name}", "ok", f"reached {where} over SSH, host key verified, {used}"))
         except DrorchError as exc:
             items.append(Item(f"host {name}", "fail", f"{exc.message} ({used})", exc.hint))
-        finally:
-            if host is not None:
-                host.close()
     return items
 
 
