@@ -34,6 +34,8 @@ from drorch.timefmt import iso, utcnow
 log = logging.getLogger(__name__)
 PREFIX = "drorch-verify-"
 OWNER = "drorch-sandbox.json"  # who uses a sandbox: a later verification removes it once that process is gone
+GROUP_EXIT_WAIT = 15.0  # seconds for a killed server's processes to end
+REMOVE_TRIES = 4
 
 
 @dataclass
@@ -137,12 +139,16 @@ def _make_sandbox(host: Host, base: str, manifest: Manifest) -> str:
 
 def _remove(host: Host, path: str, outcome: RestoreOutcome) -> None:
     started = time.monotonic()
-    try:
-        host.remove(path)
-        gone = host.lstat(path) is None
-        detail = f"{path} removed" if gone else f"{path} is still there"
-    except OSError as exc:
-        gone, detail = False, f"could not remove {path}: {exc}"
+    for attempt in range(REMOVE_TRIES):  # a killed server's last writes may still land while it goes
+        try:
+            host.remove(path)
+            gone = host.lstat(path) is None
+            detail = f"{path} removed" if gone else f"{path} is still there"
+        except OSError as exc:
+            gone, detail = False, f"could not remove {path}: {exc}"
+        if gone:
+            break
+        time.sleep(0.5 * (attempt + 1))
     outcome.phases["cleanup"] = time.monotonic() - started
     outcome.checks.append(Check("cleanup", "passed" if gone else "failed", detail, outcome.phases["cleanup"]))
 
@@ -162,7 +168,25 @@ def _kill_server(host: Host, path: str) -> None:
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
+            return
+        deadline = time.monotonic() + GROUP_EXIT_WAIT  # SIGKILL is delivered, not yet done: let them go
+        while _group_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies do not count)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def sweep_leftovers(host: Host, base: str) -> list[str]:
@@ -180,7 +204,11 @@ def sweep_leftovers(host: Host, base: str) -> list[str]:
         if owner.get("host") != socket.gethostname() or holder_alive(owner):
             continue
         _kill_server(host, path)
-        host.remove(path)
+        try:
+            host.remove(path)
+        except OSError as exc:  # never fail this verification for an old one's leftovers
+            log.warning("could not remove sandbox %s left by a verification that is gone: %s", path, exc)
+            continue
         removed.append(path)
         log.warning("removed sandbox %s left by verification pid %s (%s %s), which is gone", path,
                     owner.get("pid"), owner.get("source"), owner.get("label"))

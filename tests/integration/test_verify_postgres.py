@@ -121,6 +121,7 @@ def backups(env):
 def verify(drorch, env, *args):
     result = drorch("verify", "--policy", env.policy, "--source", SOURCE, "--json", *args)
     assert "Traceback" not in result.err, result.err
+    assert result.out.startswith("{"), result.err
     return result, result.json()["verifications"]
 
 
