@@ -178,7 +178,7 @@ def _postgres_source(policy: Policy, name: str, model):
     if model.mode == "logical":
         from drorch.sources.pg_logical import PgLogicalSource
 
-        return PgLogicalSource(name, pg_params(model.connection), model.bin_dir, model.databases)
+        return PgLogicalSource(name, pg_params(model.connection), model.bin_dir, model.databases, model.os_user)
 
     standby = model.standby
     from_standby = model.backup_from == "standby"
@@ -190,7 +190,7 @@ def _postgres_source(policy: Policy, name: str, model):
         drorch_command=model.drorch_command or this_drorch(),
         policy_path=str(policy.path.resolve()),
         archive_timeout=model.archive.timeout.total_seconds(), spool=model.archive.spool,
-        prefetch=model.archive.prefetch)
+        prefetch=model.archive.prefetch, bin_dir=model.bin_dir)
     host = make_host(policy, standby.host if from_standby else model.host)
     return PostgresSource(name, host, settings)
 
@@ -211,3 +211,15 @@ def _mariadb_source(policy: Policy, name: str, model):
 def retention_rules(policy: Policy, source: str) -> Rules:
     model = source_policy(policy, source).retention
     return Rules(full=model.full, diff=model.diff, max_age=model.max_age)
+
+
+def verify_settings(policy: Policy, source: str):
+    """A source's `verify:` and `objectives:` as the verify engine takes them."""
+    from drorch.engine.verify import VerifySettings
+
+    model = source_policy(policy, source)
+    verify, rto = model.verify, model.objectives.rto
+    return VerifySettings(level=verify.level, host=verify.host, sandbox=verify.sandbox,
+                          timeout=verify.timeout.total_seconds(),
+                          assertions=[(a.sql, a.expect, a.database) for a in verify.assertions],
+                          rto=rto.total_seconds() if rto else None)

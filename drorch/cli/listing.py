@@ -7,6 +7,7 @@ import click
 from drorch.cli.common import json_option, load, policy_option, repository_option, source_option
 from drorch.cli.render import emit_json, human_bytes, table
 from drorch.factory import open_repository, repository_name, source_policy
+from drorch.repo import verifications
 from drorch.repo.catalog import Catalog
 
 
@@ -39,7 +40,11 @@ def collect(policy, source: str | None, repository: str | None, show_all: bool) 
         repo = open_repository(policy, repo_name)
         catalog = Catalog(repo)
         for name in names or catalog.sources():
-            rows += [backup_row(m, name) for m in catalog.backups(name)]
+            verified = verifications.last_by_label(repo, name)
+            for manifest in catalog.backups(name):
+                if manifest.label in verified:
+                    manifest.verification = verified[manifest.label].summary()
+                rows.append(backup_row(manifest, name))
             if show_all:
                 rows += [run_row(r, name) for r in catalog.runs(name)]
     rows.sort(key=lambda r: (r["source"], r["label"]))
@@ -62,12 +67,27 @@ def list_cmd(policy_path, source: str | None, repository: str | None, show_all: 
     if not rows:
         click.echo("no backups")
         return
-    table(["SOURCE", "LABEL", "TYPE", "STATUS", "PARENT", "FINISHED", "FILES", "SIZE", "STORED"],
+    table(["SOURCE", "LABEL", "TYPE", "STATUS", "PARENT", "FINISHED", "FILES", "SIZE", "STORED", "VERIFIED"],
           [[r["source"], r["label"] + (" (pinned)" if r["pinned"] else ""), r["type"],
             r["status"] + (" copy" if r.get("operation") == "copy" else "")
             + (f" in {r['phase']}: {r['error']}" if r.get("error") else ""),
             r["parent"] or "-", r["finished"] or "-", r["files"], human_bytes(r["size_bytes"]),
-            human_bytes(r["stored_bytes"])] for r in rows])
+            human_bytes(r["stored_bytes"]), verified_text(r["verification"])] for r in rows])
+
+
+def verified_text(verification: dict | None) -> str:
+    """'restore ok 2h ago', 'read FAILED 5m ago' or '-'."""
+    if not verification:
+        return "-"
+    outcome = "ok" if verification["result"] == "passed" else "FAILED"
+    return f"{verification['level']} {outcome} {rough_age(verification['age_seconds'])} ago"
+
+
+def rough_age(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def register(cli: click.Group) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from drorch.cli.common import json_option, load, pick_source, policy_option, repository_option, source_option
-from drorch.cli.listing import backup_row
+from drorch.cli.listing import backup_row, verified_text
 from drorch.cli.render import emit_json, human_bytes, say, table
 from drorch.factory import open_repository, repository_name
+from drorch.repo import verifications
 from drorch.repo.catalog import Catalog
 from drorch.repo.manifest import entry_to_json, read_entries
 
@@ -28,9 +29,12 @@ def show(policy_path, source: str | None, repository: str | None, label: str, wi
     catalog = Catalog(repo)
     manifest = catalog.manifest(name, label)
     manifest.pinned = label in catalog.pins(name)
+    records = verifications.refs(repo, name, label)
+    manifest.verification = records[-1].summary() if records else None
     entries = read_entries(repo, manifest) if with_files else None
     if as_json:
-        out = {**backup_row(manifest, name), "manifest": manifest.data}
+        out = {**backup_row(manifest, name), "manifest": manifest.data,
+               "verifications": [{**r.summary(), "record": r.key} for r in records]}
         if entries is not None:
             out["entries"] = [entry_to_json(e) for e in entries]
         emit_json(out)
@@ -46,7 +50,8 @@ def show(policy_path, source: str | None, repository: str | None, label: str, wi
                        ("stored", human_bytes(stats.get("stored_bytes"))),
                        ("new/changed/unchanged", f"{stats.get('new_files')}/{stats.get('changed_files')}/"
                                                  f"{stats.get('unchanged_files')}"),
-                       ("packs", len(data.get("packs") or []))]:
+                       ("packs", len(data.get("packs") or [])),
+                       ("verified", verified_text(manifest.verification))]:
         say(f"{key:>22}: {value}")
     for warning in data.get("warnings") or []:
         say(f"{'warning':>22}: {warning}")

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from drorch.engine import binlog, wal
 from drorch.engine.retention import BackupRef, Decision, Rules, decide
 from drorch.errors import RepositoryError
-from drorch.repo import layout
+from drorch.repo import layout, verifications
 from drorch.sources.mariadb_facts import binlog_sequence
 from drorch.repo.catalog import Catalog
 from drorch.repo.locks import SourceLock
@@ -88,6 +88,7 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
                 _note_locked(result, label, exc)
                 continue
             repo.storage.delete(layout.pin_key(source, label))
+            verifications.delete_all(repo, source, label)  # its evidence goes with it
             _delete_data(repo, source, label, result)
             log.info("%s: expired backup %s (%s)", source, label, "; ".join(decisions[label].reasons))
         for label in result.leftovers:

@@ -1,13 +1,18 @@
 """Health items for `drorch check`: each says ok, warn, fail or skip, and for
-anything not ok, what to fix.  The verification work adds more items."""
+anything not ok, what to fix.  Repositories, hosts, free space and PostgreSQL
+here; backup age, restore verification and restore time in health_backups.py."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 
-from drorch.errors import DrorchError
+from drorch.errors import DrorchError, NotFoundError
+from drorch.repo import layout
 from drorch.repo.repository import Repository
 
 
@@ -19,23 +24,97 @@ class Item:
     hint: str | None = None
 
 
-def repository_item(name: str, open_repo) -> Item:
-    """The repository answers and takes a write (a probe object, removed again)."""
+def repository_items(name: str, storage, open_repo, encrypted_in_policy: bool) -> list[Item]:
+    """The repository answers, holds a drorch config and takes a write (a probe
+    object, removed again); then whether the policy's passphrase opens its key."""
+    label = f"repository {name}"
+    try:
+        config = storage.get(layout.CONFIG)
+    except NotFoundError:
+        if storage.is_empty():
+            return [Item(label, "warn", f"no repository at {storage.location} yet",
+                         "the first backup (or `drorch repo init`) creates it")]
+        return [Item(label, "fail", f"{storage.location} holds other files and no drorch repository",
+                     "point the policy at a drorch repository or an empty location")]
+    except DrorchError as exc:
+        return [Item(label, "fail", f"{storage.location} cannot be read: {exc.message}", exc.hint)]
+    key = f"probe/{uuid.uuid4().hex}"
+    try:
+        storage.put(key, b"drorch check")
+        storage.delete(key)
+    except DrorchError as exc:
+        return [Item(label, "fail", f"{storage.location} is readable but not writable: {exc.message}", exc.hint)]
+    try:
+        encrypted = bool(json.loads(config).get("encryption"))
+    except (ValueError, AttributeError):
+        encrypted = False
     try:
         repo: Repository = open_repo()
     except DrorchError as exc:
-        if "no repository at" in exc.message:
-            return Item(f"repository {name}", "warn", exc.message, "the first backup (or `drorch repo init`) "
-                        "creates it")
-        return Item(f"repository {name}", "fail", exc.message, exc.hint)
-    key = f"probe/{uuid.uuid4().hex}"
+        if encrypted or encrypted_in_policy:
+            return [Item(label, "ok", f"{storage.location} is reachable and writable"),
+                    Item(f"{label}: encryption", "fail", exc.message, exc.hint)]
+        return [Item(label, "fail", exc.message, exc.hint)]
+    items = [Item(label, "ok", f"{repo.location} (format {repo.config['version']}, id {repo.id}): reachable "
+                               "and writable")]
+    if repo.encrypted:
+        items.append(Item(f"{label}: encryption", "ok", "the policy's passphrase opens the repository's key"))
+    else:
+        items.append(Item(f"{label}: encryption", "skip", "not encrypted"))
+    return items
+
+
+def host_items(hosts: dict[str, list[str]], open_host) -> list[Item]:
+    """hosts: host name -> the sources that use it.  An SSH host is reached (its host
+    key checked against known_hosts, our key accepted, `become` working)."""
+    items = []
+    for name, users in sorted(hosts.items()):
+        used = f"used by {', '.join(users)}"
+        if name == "local":
+            items.append(Item("host local", "ok", f"this machine ({socket.gethostname()}), {used}"))
+            continue
+        try:  # (the connection stays open for the other items; the command closes it at its end)
+            host = open_host(name)
+            host.connect()
+            where = getattr(getattr(host, "config", None), "where", name)
+            items.append(Item(f"host {name}", "ok", f"reached {where} over SSH, host key verified, {used}"))
+        except DrorchError as exc:
+            items.append(Item(f"host {name}", "fail", f"{exc.message} ({used})", exc.hint))
+    return items
+
+
+def free_space_item(what: str, path: str, min_free_percent: float) -> Item:
+    """Warn when the file system holding path (or its nearest existing parent) runs low."""
+    probe = path
+    while not os.path.exists(probe) and probe not in ("/", ""):
+        probe = os.path.dirname(probe)
     try:
-        repo.storage.put(key, b"drorch check")
-        repo.storage.delete(key)
+        fs = os.statvfs(probe or "/")
+    except OSError as exc:
+        return Item(f"{what}: free space", "warn", f"cannot look at {path}: {exc.strerror}")
+    total, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+    percent = 100.0 * free / total if total else 100.0
+    message = f"{_gib(free)} free of {_gib(total)} ({percent:.0f}%) on the file system of {path}"
+    if percent < min_free_percent:
+        return Item(f"{what}: free space", "warn", message + f", below {min_free_percent:g}%",
+                    "free space there (expire old backups, clean up) or grow the file system before it fills")
+    return Item(f"{what}: free space", "ok", message)
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / (1 << 30):.1f} GiB"
+
+
+def pg_connection_item(source: str, params) -> Item:
+    """A logical source: the server answers (pg_dump connects the same way)."""
+    from drorch.sources.pg_conn import connect, one
+
+    try:
+        with connect(params) as conn:
+            version = one(conn, "SHOW server_version")
     except DrorchError as exc:
-        return Item(f"repository {name}", "fail", f"{repo.location} is readable but not writable: {exc.message}",
-                    exc.hint)
-    return Item(f"repository {name}", "ok", f"{repo.location} (format {repo.config['version']}, id {repo.id})")
+        return Item(f"source {source}: connection", "fail", exc.message, exc.hint)
+    return Item(f"source {source}: connection", "ok", f"{params.describe()} (PostgreSQL {version})")
 
 
 def postgres_items(source: str, params, archive_timeout: float, repo_open, probe: bool) -> list[Item]:

@@ -136,6 +136,8 @@ def _cross_references(policy: Policy) -> list[str]:
 def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
     """(key path, host name) of every host a source refers to."""
     refs = [(("host",), source.host)]
+    if source.verify.host != "local":
+        refs.append((("verify", "host"), source.verify.host))
     standby = getattr(source, "standby", None)
     if standby is not None:
         refs.append((("standby", "host"), standby.host))

@@ -308,6 +308,44 @@ class Retention(Model):
     max_age: Duration | None = Field(None, description="keep every backup younger than this")
 
 
+class Objectives(Model):
+    """What the business asks of a source's backups; `drorch check` compares them with reality."""
+
+    rpo: Duration | None = Field(None, description="recovery point objective: the most data (time) that may "
+                                 "be lost; `check` fails when the newest recovery point is older")
+    rto: Duration | None = Field(None, description="recovery time objective: the longest a restore may take; "
+                                 "`check` warns when the last restore verification took longer")
+
+
+class Assertion(Model):
+    """One SQL check run on a restored database during a restore verification."""
+
+    sql: str = Field(min_length=1, description="a query; its first column of the first row is the result")
+    expect: str | None = Field(None, description="the result must equal this text; without it the result "
+                               "must be true")
+    database: str | None = Field(None, description="the database to run it in (default: the connection's)")
+
+
+class Verify(Model):
+    """How backups of this source are verified (`drorch verify`; how often is the daemon's schedule)."""
+
+    level: Literal["structure", "read", "restore"] = Field(
+        "read", description="structure: every object is there; read: every byte checked; restore: restored "
+                            "into a sandbox and checked by the database")
+    host: Name = Field("local", description="where restore verifications restore: `local` (the backup host) "
+                       "or an entry of `hosts:` (a verify host over SSH; files sources only for now)")
+    sandbox: str | None = Field(None, description="directory on that host to restore into (default: the "
+                                "system's temporary directory); each verification uses, then removes, a new "
+                                "directory under it")
+    max_age: Duration | None = Field(None, description="`check` fails when the last successful restore "
+                                     "verification is older than this")
+    timeout: Duration = Field(timedelta(hours=1), description="the longest a restored database may take to "
+                              "start and recover")
+    assertions: list[Assertion] = Field(default_factory=list, description="SQL checks on the restored database")
+
+    _abs = field_validator("sandbox")(lambda v: v if v is None else _absolute(v))
+
+
 class SourceBase(Model):
     host: Name = Field("local", description="`local` or the name of an entry of `hosts:`")
     repository: Name = Field(description="name of an entry of `repositories:`")
@@ -316,6 +354,8 @@ class SourceBase(Model):
                                 description="more repositories that `drorch copy` keeps a copy in (3-2-1)")
     schedule: Schedule | None = Field(None, description="when `drorch daemon` backs it up, verifies, "
                                       "copies and expires")
+    objectives: Objectives = Objectives()
+    verify: Verify = Verify()
 
 
 class FilesSource(SourceBase):
@@ -334,6 +374,14 @@ class FilesSource(SourceBase):
     def _paths_absolute(cls, value: list[str]) -> list[str]:
         for path in value:
             _absolute(path)
+        return value
+
+    @field_validator("verify")
+    @classmethod
+    def _no_sql(cls, value: Verify) -> Verify:
+        if value.assertions:
+            raise ValueError("assertions are SQL run on a restored database: files sources have none "
+                             "(a restore verification checks every restored file against the manifest)")
         return value
 
 
@@ -391,6 +439,9 @@ class PostgresSource(SourceBase):
             _absolute(self.pgdata)
         if self.backup_from == "standby" and self.standby is None:
             raise ValueError("backup_from: standby needs a `standby:` section (host, connection)")
+        if self.verify.host != "local":
+            raise ValueError("verify.host: a restored PostgreSQL cluster is started on the backup host only "
+                             "for now; leave verify.host out")
         if self.mode == "logical" and self.retention.diff is not None:
             raise ValueError("mode logical takes full backups only: remove retention.diff")
         return self

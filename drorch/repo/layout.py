@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 CONFIG = "config"
 #: keys rewritten or removed in normal use: never put under Object Lock retention
-MUTABLE_PREFIXES = ("locks/", "runs/", "pins/", "probe/")
+MUTABLE_PREFIXES = ("locks/", "runs/", "pins/", "probe/", "verify/")
 TYPE_LETTER = {"full": "F", "diff": "D", "incr": "I"}
 LETTER_TYPE = {v: k for k, v in TYPE_LETTER.items()}
 LABEL_RE = re.compile(r"^(\d{8}T\d{6}Z)-([FDI])$")
@@ -52,6 +52,30 @@ def pin_key(source: str, label: str) -> str:
 
 def pins_prefix(source: str) -> str:
     return f"pins/{source}/"
+
+
+def verify_key(source: str, label: str, finished: datetime, level: str, result: str) -> str:
+    """A verification record (FORMAT.md, "Verification records"): when, level and
+    result are in the key, so listing shows each backup's last verification."""
+    stamp = finished.astimezone(timezone.utc).strftime(_LABEL_TIME)
+    return f"verify/{source}/{label}/{stamp}-{level}-{result}"
+
+
+def verify_prefix(source: str, label: str | None = None) -> str:
+    return f"verify/{source}/{label}/" if label else f"verify/{source}/"
+
+
+VERIFY_NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)-(structure|read|restore)-(passed|failed)$")
+
+
+def parse_verify_key(key: str) -> tuple[str, str, datetime, str, str] | None:
+    """'verify/SRC/LABEL/STAMP-LEVEL-RESULT' -> (SRC, LABEL, time, LEVEL, RESULT); None if not one."""
+    parts = key.split("/")
+    match = VERIFY_NAME_RE.match(parts[-1]) if len(parts) == 4 and parts[0] == "verify" else None
+    if match is None or not is_label(parts[2]):
+        return None
+    when = datetime.strptime(match.group(1), _LABEL_TIME).replace(tzinfo=timezone.utc)
+    return parts[1], parts[2], when, match.group(2), match.group(3)
 
 
 def split_key(key: str) -> tuple[str, str]:

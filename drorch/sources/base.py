@@ -37,6 +37,35 @@ class RestoreOptions:
     links: dict = field(default_factory=dict)
 
 
+@dataclass
+class Check:
+    """One check of a restore verification and its outcome."""
+
+    name: str
+    result: str  # passed | failed | skipped
+    detail: str = ""
+    seconds: float = 0.0
+
+
+#: a file in a sandbox with the PID of the server a source started there: a later
+#: verification kills that server's process group if this one was killed first
+SERVER_PID = "server.pid"
+
+
+@dataclass
+class Sandbox:
+    """Where a restore verification restored a backup, and what the source's
+    checks are asked to do there (sources/<kind>: verify_restored)."""
+
+    path: str  # the sandbox directory, removed after the checks
+    target: str  # the restored copy, inside path
+    assertions: list = field(default_factory=list)  # [(sql, expect, database)]
+    timeout: float = 3600.0  # for a database to start and recover
+    #: what the source started there (server pid, port ...), kept as evidence; its
+    #: `startup_seconds` (restored files -> database ready) adds to the restore time
+    info: dict = field(default_factory=dict)
+
+
 class Source(Protocol):
     name: str
     kind: str
@@ -80,6 +109,11 @@ class Source(Protocol):
     #   inspect(entry, offset, data)   check data as it is read (e.g. page checksums)
     #   required_archive(facts) -> [names]   archive files that must be in the
     #                                        repository before the backup commits
+    #   verify_restored(sandbox, facts, host, add)   restore verification: check the
+    #       restored copy at sandbox.target (start the database, run its checks and
+    #       the policy's assertions), calling add(Check) for each; always leave
+    #       nothing running (write a started server's PID to SERVER_PID in
+    #       sandbox.path).  Sources without it get the engine's file checks only.
 
 
 def read_many_from(host, entries: list[Entry], limit: int,

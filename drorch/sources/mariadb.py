@@ -17,7 +17,7 @@ from typing import Iterator
 from drorch.errors import SourceError
 from drorch.fsmeta import Entry
 from drorch.hosts.base import Host
-from drorch.sources.base import RestoreOptions, SourceEnd, Warn
+from drorch.sources.base import Check, RestoreOptions, SourceEnd, Warn
 from drorch.sources.mariadb_facts import backup_facts
 
 log = logging.getLogger(__name__)
@@ -201,3 +201,12 @@ class MariadbSource:
 
     def finish_restore(self, options: RestoreOptions, facts: dict, host: Host) -> None:
         pass
+
+    def verify_restored(self, sandbox, facts: dict, host: Host, add) -> None:
+        """Restore verification (engine/verify_restore.py): start the restored datadir, CHECK TABLE."""
+        if not self.restores_chain:  # logical dumps: checked as the files they are
+            add(Check("load", "skipped", "logical dumps are checked as files; loading them into a server: not yet"))
+            return
+        from drorch.sources.mariadb_verify import verify_physical
+
+        verify_physical(self.settings.os_user, sandbox, host, add)

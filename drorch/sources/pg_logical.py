@@ -29,11 +29,12 @@ class PgLogicalSource:
     detect_torn = False
     full_only = True  # a dump is whole: there is nothing to build an incr or diff on
 
-    def __init__(self, name: str, params: PgParams, bin_dir: str, databases: list[str]):
+    def __init__(self, name: str, params: PgParams, bin_dir: str, databases: list[str], os_user: str = "postgres"):
         self.name = name
         self.params = params
         self.bin_dir = bin_dir
         self.databases = databases
+        self.os_user = os_user  # runs the sandbox cluster of a restore verification
         self.facts: dict = {}
 
     def _env(self) -> dict:
@@ -111,6 +112,11 @@ class PgLogicalSource:
 
     def finish_restore(self, options: RestoreOptions, facts: dict, host) -> None:
         pass
+
+    def verify_restored(self, sandbox, facts: dict, host, add) -> None:
+        from drorch.sources.pg_verify_logical import verify_logical
+
+        verify_logical(self.bin_dir, self.os_user, sandbox, facts, dump_path, host, add)
 
     # -- restore of one database ---------------------------------------------------
 

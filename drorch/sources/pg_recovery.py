@@ -88,9 +88,11 @@ def _quote(value: str) -> str:
 def recovery_settings(options: RestoreOptions, facts: dict, source: str, settings) -> dict[str, str]:
     """The postgresql.auto.conf lines for this restore."""
     pitr = options.source_options
+    if pitr.get("sandbox"):  # a restore verification: to consistency, promote, nothing shared with production
+        pitr = {"immediate": True, "action": "promote", "archive_mode": "off", "sandbox": True}
     command = (f"{settings.drorch_command} wal-get --policy {shlex.quote(str(settings.policy_path))} "
                f"--source {shlex.quote(source)} %f %p")
-    if settings.spool:
+    if settings.spool and not pitr.get("sandbox"):  # production's spool is not the sandbox's
         command = command.replace(" wal-get ", f" wal-get --async --spool {shlex.quote(settings.spool)} "
                                                f"--prefetch {settings.prefetch} ")
     out = {"restore_command": _quote(command)}

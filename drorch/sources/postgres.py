@@ -18,7 +18,7 @@ from drorch.errors import SourceError
 from drorch.fsmeta import DIR, FILE, Entry, entry_from_stat
 from drorch.hosts.base import Host
 from drorch.sources import pg_layout
-from drorch.sources.base import RestoreOptions, SourceEnd, Warn, read_hints, read_many_from
+from drorch.sources.base import RestoreOptions, Sandbox, SourceEnd, Warn, read_hints, read_many_from
 from drorch.sources.pg_checksum import PAGE, SEGMENT_PAGES, bad_pages
 from drorch.sources.pg_conn import PgParams, connect, one, server_facts
 from drorch.sources.pg_recovery import (EXTERNAL, place_external_config, prepare_target, tablespace_links,
@@ -41,11 +41,13 @@ class PgSettings:
     archive_timeout: float = 60.0
     spool: str | None = None
     prefetch: int = 8
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
 
 
 class PostgresSource:
     kind = "postgres"
     detect_torn = False  # WAL replay repairs pages that changed while they were read
+    restore_rewrites = ("postgresql.auto.conf", EXTERNAL)  # finish_restore changes these
 
     def __init__(self, name: str, host: Host, settings: PgSettings):
         self.name = name
@@ -240,6 +242,13 @@ class PostgresSource:
     def finish_restore(self, options: RestoreOptions, facts: dict, host: Host) -> None:
         place_external_config(host, options.target, facts)
         write_recovery(host, options, facts, self.name, self.settings)
+
+    # -- restore verification (engine/verify_restore.py) ------------------------------------
+
+    def verify_restored(self, sandbox: Sandbox, facts: dict, host: Host, add) -> None:
+        from drorch.sources.pg_verify import verify_physical
+
+        verify_physical(self.settings, sandbox, host, add)
 
 
 def _join(prefix: str, rel: str) -> str:

@@ -1,0 +1,137 @@
+"""Pure parts of verification: record keys, sample choice, assertion values, the
+WAL record checker (on synthetic segments), the verify/objectives policy keys."""
+
+from __future__ import annotations
+
+import random
+import struct
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import crc32c
+import pytest
+from pydantic import ValidationError
+
+from drorch.policy.models import FilesSource, PostgresSource
+from drorch.repo import layout
+from drorch.sources.assertions import as_text
+from drorch.sources.pg_walcheck import WalChecker
+
+BLOCK, SEGMENT = 8192, 4 * 8192
+MAGIC = 0xD110
+SYSID = 7000000000000000001
+
+
+def test_verify_keys_round_trip_and_refuse_strangers():
+    when = datetime(2026, 11, 22, 3, 4, 5, 600000, tzinfo=timezone.utc)
+    key = layout.verify_key("db", "20261122T010000Z-F", when, "restore", "passed")
+    assert key == "verify/db/20261122T010000Z-F/20261122T030405Z-restore-passed"
+    source, label, at, level, result = layout.parse_verify_key(key)
+    assert (source, label, level, result) == ("db", "20261122T010000Z-F", "restore", "passed")
+    assert at == when.replace(microsecond=0)
+    for bad in ("verify/db/20261122T010000Z-F/x", "verify/db/notalabel/20261122T030405Z-read-passed",
+                "verify/db/20261122T010000Z-F/20261122T030405Z-read-maybe", "runs/db/20261122T010000Z-F"):
+        assert layout.parse_verify_key(bad) is None
+    assert "verify/" in layout.MUTABLE_PREFIXES  # evidence is never put under Object Lock
+
+
+def test_assertion_values_as_text():
+    assert [as_text(v) for v in (None, True, False, 0, 500, Decimal("3"), Decimal("2.50"), "shop")] == \
+        ["null", "true", "false", "0", "500", "3", "2.50", "shop"]
+
+
+def test_sample_is_a_subset_in_label_order():
+    from drorch.engine.verify import choose_labels
+
+    class FakeCatalog:  # only labels() is used
+        repo = type("R", (), {"location": "/x"})()
+
+        def labels(self, source):
+            return [f"2026112{i}T000000Z-F" for i in range(8)]
+
+    chosen = choose_labels(FakeCatalog(), "s", "read", sample=3, rng=random.Random(1))
+    assert len(chosen) == 3 and chosen == sorted(chosen)
+    assert choose_labels(FakeCatalog(), "s", "restore") == ["20261127T000000Z-F"]
+    assert len(choose_labels(FakeCatalog(), "s", "structure")) == 8
+
+
+# -- WAL ---------------------------------------------------------------------------------
+
+
+def record(payload: bytes, rmid: int = 10, info: int = 0) -> bytes:
+    tot_len = 24 + len(payload)
+    head = struct.pack("<IIQBBxx", tot_len, 1, 0, info, rmid)
+    crc = crc32c.crc32c(head, crc32c.crc32c(payload))
+    return head + struct.pack("<I", crc) + payload
+
+
+def segment(start_lsn: int, stream: bytes, cont: int = 0) -> bytes:
+    """Pages of a WAL segment holding `stream` (records, 8-byte aligned), page headers
+    inserted; cont: bytes at the start that continue a record of the previous segment."""
+    out, pos = bytearray(), 0
+    for page in range(SEGMENT // BLOCK):
+        lsn = start_lsn + page * BLOCK
+        remaining = max(0, cont - pos)
+        info = (1 if remaining else 0) | (2 if page == 0 else 0)
+        header = struct.pack("<HHIQI", MAGIC, info, 1, lsn, remaining)
+        if page == 0:
+            header += struct.pack("<4xQII", SYSID, SEGMENT, BLOCK)
+        header = header.ljust(40 if page == 0 else 24, b"\0")
+        room = BLOCK - len(header)
+        out += header + stream[pos:pos + room].ljust(room, b"\0")
+        pos += room
+    return bytes(out)
+
+
+def aligned(*records: bytes) -> bytes:
+    return b"".join(r + b"\0" * (-len(r) % 8) for r in records)
+
+
+def test_wal_records_across_pages_and_segments_pass_and_a_flip_fails():
+    big = record(bytes(range(256)) * 40)  # 10 KiB: crosses a page boundary
+    head = aligned(record(b"a" * 100), big, record(b"b" * 50))
+    room = (BLOCK - 40) + (SEGMENT // BLOCK - 1) * (BLOCK - 24)  # record bytes a segment holds
+    filler = aligned(record(b"f" * (room - len(head) - 1000 - 24)))
+    tail = record(b"c" * 30000)  # starts 1000 bytes before the segment's end: crosses into the next
+    seg1 = segment(0x1000000, head + filler + tail[:1000])
+    rest = tail[1000:]
+    seg2 = segment(0x1000000 + SEGMENT, aligned(rest, record(b"", rmid=0, info=0x40)), cont=len(rest))
+    checker = WalChecker()
+    assert checker.feed("000000010000000000000001", seg1) is None
+    assert checker.feed("000000010000000000000002", seg2) is None
+    assert checker.records == 6  # a, big, b, filler, tail (checked across the boundary), switch
+
+    damaged = bytearray(seg1)
+    damaged[40 + 24 + 100 + 4 + 24 + 5000] ^= 0x01  # inside `big`, on its first page
+    problem = WalChecker().feed("000000010000000000000001", bytes(damaged))
+    assert problem == "has a record at 0/10000A8 that fails its CRC (damaged WAL)"  # `big`, after `a`
+
+    damaged = bytearray(seg2)
+    damaged[40 + 100] ^= 0x01  # in the part of `tail` that continues into the second segment
+    checker = WalChecker()
+    assert checker.feed("000000010000000000000001", seg1) is None
+    assert "fails its CRC" in checker.feed("000000010000000000000002", bytes(damaged))
+
+    header = bytearray(seg1)
+    header[BLOCK + 8] ^= 0x01  # the address in page 1's header
+    assert "damaged page header" in WalChecker().feed("000000010000000000000001", bytes(header))
+
+
+# -- policy ---------------------------------------------------------------------------------
+
+
+def test_verify_and_objectives_policy_keys():
+    model = PostgresSource.model_validate({
+        "kind": "postgres", "repository": "r", "pgdata": "/pg",
+        "objectives": {"rpo": "15m", "rto": "2h"},
+        "verify": {"level": "restore", "sandbox": "/var/tmp/v", "max_age": "7d",
+                   "assertions": [{"sql": "SELECT true"}, {"sql": "SELECT 1", "expect": "1", "database": "shop"}]}})
+    assert model.objectives.rpo.total_seconds() == 900 and model.verify.max_age.days == 7
+    assert model.verify.assertions[1].database == "shop"
+    files = FilesSource.model_validate({"kind": "files", "repository": "r", "paths": ["/etc"]})
+    assert files.verify.level == "read" and files.objectives.rpo is None
+    for bad in ({"verify": {"level": "deep"}}, {"verify": {"sandbox": "relative/dir"}},
+                {"verify": {"assertions": [{"sql": "SELECT 1"}]}}, {"objectives": {"rpo": "15"}},
+                {"verify": {"assertions": []}, "objectives": {"rpx": "1h"}}):
+        with pytest.raises(ValidationError):
+            FilesSource.model_validate({"kind": "files", "repository": "r", "paths": ["/etc"], **bad})
