@@ -10,8 +10,9 @@ import click
 from drorch.cli.common import json_option, load, policy_option, source_option
 from drorch.cli.render import emit_json, table
 from drorch.engine.health import Item, mariadb_items, postgres_items, repository_item
+from drorch.engine.hooks import hook_items
 from drorch.errors import DrorchError
-from drorch.factory import make_source, open_repository, pg_params, source_policy
+from drorch.factory import make_hooks, make_source, open_repository, pg_params, source_policy
 
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
@@ -35,6 +36,8 @@ def collect(policy, only: str | None, probe: bool) -> list[Item]:
             items += mariadb_items(make_source(policy, name), lambda m=model: open_repository(policy, m.repository))
         else:
             items.append(Item(f"source {name}", "skip", f"no checks for {model.kind} sources yet"))
+    for name in names:
+        items += hook_items(name, make_hooks(policy, name))
     return items
 
 
