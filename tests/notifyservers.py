@@ -180,3 +180,14 @@ class SmtpServer:
                 return list(self.mails)
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {count} mail(s); got {len(self.mails)}")
+
+    def wait_subject(self, part: str, timeout: float = 30.0) -> Mail:
+        """The first mail whose subject contains part."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for mail in list(self.mails):
+                if part in str(mail.message["Subject"]):
+                    return mail
+            time.sleep(0.05)
+        raise AssertionError(f"no mail with {part!r} in its subject; got "
+                             f"{[str(m.message['Subject']) for m in self.mails]}")

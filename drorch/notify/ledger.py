@@ -26,7 +26,7 @@ from drorch.timefmt import iso, parse_iso
 
 log = logging.getLogger(__name__)
 FLAP_WINDOW = timedelta(hours=1)
-FLAP_CHANGES = 4
+FLAP_CHANGES = 3
 FORGET_AFTER = timedelta(days=2)  # a cleared problem everybody was told of is forgotten after this
 HOUR = timedelta(hours=1)
 
