@@ -153,4 +153,3 @@ def _zone(name: str | None) -> str | None:
 
 def register(cli: click.Group) -> None:
     cli.add_command(report)
-

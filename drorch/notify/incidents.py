@@ -13,6 +13,7 @@ free space).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 from drorch.notify import severity as sev
@@ -25,10 +26,22 @@ from drorch.notify.text import duration, local
 from drorch.timefmt import format_duration, iso, parse_iso
 
 REPOSITORY_KINDS = ("backup", "verification", "change")  # episodes read from the repositories
+_ZONE: ContextVar[str] = ContextVar("report_zone", default="UTC")  # the zone texts show times in
+
+
+def _when(moment: datetime | None) -> str:
+    return local(moment, _ZONE.get()) if moment else "now"
 
 
 def incident_report(ctx: Context, since: datetime, until: datetime | None = None) -> Report:
-    until = until or ctx.now
+    token = _ZONE.set(ctx.timezone)
+    try:
+        return _incident_report(ctx, since, until or ctx.now)
+    finally:
+        _ZONE.reset(token)
+
+
+def _incident_report(ctx: Context, since: datetime, until: datetime) -> Report:
     found: list[dict] = []
     archived: set[str] = set()
     for name in ctx.names():
@@ -135,7 +148,7 @@ def _backup_incident(name, group, resolving, last_good, rpo, archive, now) -> di
                 "detail": f"{f.phase}: {f.error}" if f.phase else f.error} for f in group]
     resolution = None
     if resolving is not None:
-        resolution = f"{resolving.type} backup {resolving.label} committed at {iso(resolving.finished)}"
+        resolution = f"{resolving.type} backup {resolving.label} committed at {_when(resolving.finished)}"
         actions.append({"at": iso(resolving.finished), "what": f"{resolving.type} backup {resolving.label}",
                         "result": "ok", "detail": resolving.why})
     title = f"backup of {name} failed" + (f" ({len(group)} times)" if len(group) > 1 else "")
@@ -148,12 +161,12 @@ def _exposure(name, last_good: BackupFacts | None, failed: datetime, ended: date
     """Data at risk: what was written after the last good backup, until a backup held it again."""
     until = ended or now
     if last_good is None:
-        return {"text": f"there was no backup of {name} to restore from until {iso(ended) if ended else 'now'}",
+        return {"text": f"there was no backup of {name} to restore from until {_when(ended)}",
                 "at_risk_from": None, "at_risk_until": iso(ended) if ended else None, "data_at_risk_seconds": None,
                 "rpo_seconds": rpo.total_seconds() if rpo else None, "rpo_exceeded": rpo is not None}
     seconds = (until - last_good.finished).total_seconds()
-    text = (f"no new backup of {name} from {iso(failed)} until {iso(ended) if ended else 'now'}: data written "
-            f"after backup {last_good.label} (finished {iso(last_good.finished)}) was held by no backup for "
+    text = (f"no new backup of {name} from {_when(failed)} until {_when(ended)}: data written "
+            f"after backup {last_good.label} (finished {_when(last_good.finished)}) was held by no backup for "
             f"{duration(seconds)}")
     exceeded = rpo is not None and not archive and seconds > rpo.total_seconds()
     if archive:
@@ -179,12 +192,12 @@ def rpo_gaps(name: str, backups: list[BackupFacts], rpo: timedelta, now: datetim
         lost = (end - before).total_seconds()
         out.append(incident(f"rpo/{name}", "rpo", name, "I", f"{name} had no restorable backup within its RPO "
                             f"of {format_duration(rpo)}", before + rpo, after, cause="no backup ran",
-                            impact={"text": f"nothing newer than {iso(before)} could be restored for "
+                            impact={"text": f"nothing newer than {_when(before)} could be restored for "
                                             f"{duration(lost)}", "at_risk_from": iso(before),
                                     "at_risk_until": iso(after) if after else None,
                                     "data_at_risk_seconds": round(lost, 1), "rpo_seconds": rpo.total_seconds(),
                                     "rpo_exceeded": True},
-                            resolution=f"a backup finished at {iso(after)}" if after else None))
+                            resolution=f"a backup finished at {_when(after)}" if after else None))
     return out
 
 
@@ -215,7 +228,7 @@ def _verification_incident(name, label, failed, passed, kept, facts) -> dict:
               if isinstance(c, dict) and c.get("result") == "failed"][:5]
     dependents = sorted(b.label for b in kept.values() if label in b.chain)
     backup = kept.get(label)
-    what = f"backup {label}" + (f" ({backup.type}, finished {iso(backup.finished)})" if backup else "")
+    what = f"backup {label}" + (f" ({backup.type}, finished {_when(backup.finished)})" if backup else "")
     text = f"{what} may not restore"
     if dependents:
         text += f"; {len(dependents)} later backup(s) depend on it and may not restore either: {', '.join(dependents)}"
@@ -229,7 +242,7 @@ def _verification_incident(name, label, failed, passed, kept, facts) -> dict:
                     f"{first.level} verification of {name} backup {label} failed", first.at,
                     passed.at if passed else None, failures=len(failed), errors=errors, cause=errors[0],
                     impact={"text": text, "backups_affected": [label] + dependents},
-                    resolution=f"{passed.level} verification passed at {iso(passed.at)}" if passed else None,
+                    resolution=f"{passed.level} verification passed at {_when(passed.at)}" if passed else None,
                     actions=actions)
 
 

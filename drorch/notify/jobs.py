@@ -69,4 +69,3 @@ def _hooks(source: str, job: str, outcome: str, result: dict) -> list[Finding]:
     if outcome == "ok" or (job == "verify" and outcome == "failed"):
         return [gone(key, "hook", source, title, "its hooks ran")]
     return []
-

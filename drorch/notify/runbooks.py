@@ -85,4 +85,3 @@ def run_report(data: dict, *, timezone: str = "UTC", now: datetime | None = None
                "host_problems": []}
     return Report("incident", f"incident report: runbook run {run['run']} ({local(since, timezone)})", now, since,
                   until, timezone, summary, incidents=[item], runbook_runs=[run])
-
