@@ -29,8 +29,10 @@ STOP = object()
 
 
 class Alerts:
-    def __init__(self, clock: Callable[[], datetime] = utcnow, evaluate_every: float = EVALUATE_EVERY):
+    def __init__(self, clock: Callable[[], datetime] = utcnow, evaluate_every: float = EVALUATE_EVERY,
+                 state=None):
         self.clock = clock
+        self.state = state  # the daemon's DaemonState: open problems and deliveries for /metrics
         self.evaluate_every = evaluate_every
         self.queue: queue.Queue = queue.Queue()
         self.lock = threading.Lock()
@@ -59,6 +61,8 @@ class Alerts:
                 self.notifier.channels = make_channels(policy.notify)
             self.policy = policy
             self.repos = RepoCache(lambda name: open_repository(policy, name))
+            for key in self.notifier.ledger.retire(lambda p: p.get("source") not in (None, *policy.sources)):
+                log.info("problem %s forgotten: its source is no longer in the policies", key)
             self.next_runs = next_runs or (lambda name: {})
         self.queue.put(("evaluate", None))
 
@@ -104,8 +108,7 @@ class Alerts:
                     self._evaluate_all()
                     last_all = _monotonic()
                 self._daily()
-                with self.lock:
-                    self.notifier.flush()
+                self._flush()
             except Exception:  # noqa: BLE001 - notify must never take the daemon down
                 log.exception("notifications: unexpected error (the daemon carries on)")
 
@@ -117,9 +120,26 @@ class Alerts:
                 break
             if kind == "job":
                 self._job(*item)
+        if self.notifier is not None:
+            self._flush()
+
+    def _flush(self) -> None:
         with self.lock:
-            if self.notifier is not None:
-                self.notifier.flush()
+            tried = self.notifier.flush()
+            counts: dict[str, int] = {}
+            for problem in self.notifier.ledger.problems.values():
+                if problem["state"] == "problem":
+                    counts[problem["severity"]] = counts.get(problem["severity"], 0) + 1
+        self._count(tried)
+        if self.state is not None:
+            with self.state.lock:
+                self.state.problems_open = counts
+
+    def _count(self, tried: list[dict]) -> None:
+        if self.state is not None:
+            with self.state.lock:
+                for outcome in tried:
+                    self.state.notices[(outcome["channel"], "ok" if outcome["ok"] else "failed")] += 1
 
     def _job(self, source: str, job: str, result: dict, summary: str) -> None:
         from drorch.notify.jobs import job_findings
@@ -131,8 +151,7 @@ class Alerts:
             self.notifier.observe(job_findings(source, job, result))
         if source in self.policy.sources:
             self._evaluate(source)
-        with self.lock:
-            self.notifier.flush()
+        self._flush()
 
     def _evaluate(self, source: str) -> None:
         from drorch.notify.objectives import Evaluator
@@ -149,9 +168,13 @@ class Alerts:
         findings = []
         for name in sorted(self.policy.sources):
             findings += self._safely(lambda n=name: evaluator.source(n), name)
-        findings += self._safely(evaluator.space, "free space")
+        space = self._safely(evaluator.space, "free space")
+        findings += space
+        checked = {f.key for f in space}
         with self.lock:
             self.notifier.observe(findings)
+            if space:  # paths no longer used by any source are not watched any more
+                self.notifier.ledger.retire(lambda p: p.get("kind") == "space" and p["key"] not in checked)
         self.passes += 1
 
     def _safely(self, look, what: str) -> list:
@@ -197,6 +220,8 @@ class Alerts:
         with self.lock:
             channels = [c for c in self.notifier.channels if c.daily_report]
             outcomes = self.notifier.send(report.notice(), channels) if channels else []
+        self._count(outcomes)
+        with self.lock:
             if channels and not any(o["ok"] for o in outcomes):
                 return  # tried again at the next pass (within CATCHUP)
             self.notifier.ledger.mark_report("daily", iso(slot))

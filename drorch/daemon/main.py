@@ -51,7 +51,7 @@ class Daemon:
         self.loaded: Loaded | None = None
         self.endpoint = None
         self._said: dict[tuple, str] = {}  # (source, job, slot) -> reason already logged
-        self.alerts = Alerts(clock)  # notifications, objectives, daily report (its own thread)
+        self.alerts = Alerts(clock, state=self.state)  # notifications, objectives, daily report (own thread)
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -16,7 +16,8 @@ def job_findings(source: str, job: str, result: dict) -> list[Finding]:
     if job == "verify":
         found += _verify(source, outcome, result)
     for step in result.get("steps") or []:
-        found.append(_step(source, step))
+        if step.get("result") in ("ok", "failed"):  # an aborted step says nothing of the target
+            found.append(_step(source, step))
     found += _hooks(source, job, outcome, result)
     return found
 

@@ -109,6 +109,14 @@ class Ledger:
                     and now - parse_iso(entry["cleared"]) > FORGET_AFTER:
                 del self.problems[key]
 
+    def retire(self, stale) -> list[str]:
+        """Forget problems the policy no longer asks about (stale(entry) is true), without a
+        recovery notice: a source removed from the policy did not recover."""
+        gone = [key for key, entry in self.problems.items() if stale(entry)]
+        for key in gone:
+            del self.problems[key]
+        return gone
+
     # -- what a channel should be told -------------------------------------------------
 
     def pending(self, channel, now: datetime) -> list[tuple[str, str]]:

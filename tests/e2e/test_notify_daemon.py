@@ -114,6 +114,11 @@ def test_daemon_notifies_once_per_problem_by_severity_and_tells_the_recovery(tmp
         assert {p["key"] for p in status["problems"]} == {"backup/broken", "hook/good/post_backup"}
         (open_problem,) = [p for p in status["problems"] if p["key"] == "backup/broken"]
         assert open_problem["count"] >= 3
+        metrics = daemon.metrics()
+        assert [metrics[("drorch_problems_open", (("severity", level),))] for level in ("I", "II", "III")] == \
+            [0, 1, 1]
+        assert metrics[("drorch_notifications_total", (("channel", "ops"), ("result", "ok")))] == \
+            len(ops.payloads())
 
         # the gate opens: the next backup of broken commits, and the recovery is told once
         flag.unlink()
