@@ -134,6 +134,7 @@ class SmtpServer:
     directory: Path
     user: str = "drorch"
     password: str = "s3cret-pw"
+    mode: str = "starttls"  # starttls (required before AUTH) | ssl (implicit TLS) | plain (no TLS offered)
     mails: list[Mail] = field(default_factory=list)
     refused_logins: list[str] = field(default_factory=list)
 
@@ -153,7 +154,9 @@ class SmtpServer:
                 login = session.auth_data
                 outer.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos),
                                         message_from_bytes(envelope.original_content, policy=email_policy.default),
-                                        session.ssl is not None, login.decode() if isinstance(login, bytes)
+                                        session.ssl is not None or
+                                        server.transport.get_extra_info("ssl_object") is not None,
+                                        login.decode() if isinstance(login, bytes)
                                         else login))
                 return "250 OK"
 
@@ -164,9 +167,11 @@ class SmtpServer:
             return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, tls_context=context,
-                                     require_starttls=True, auth_required=True, auth_require_tls=True,
-                                     authenticator=authenticator, ready_timeout=10)
+        options = {"starttls": dict(tls_context=context, require_starttls=True, auth_require_tls=True),
+                   "ssl": dict(ssl_context=context, auth_require_tls=False),
+                   "plain": dict(auth_require_tls=False)}[self.mode]
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, auth_required=True,
+                                     authenticator=authenticator, ready_timeout=10, **options)
         self.controller.start()
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -12,8 +13,13 @@ from drorch.errors import DrorchError
 from drorch.notify.findings import Notice
 
 
+# long subjects stay on one line (RFC 5322 allows 998 characters): folded ones reach
+# some readers with a leading space
+HEADERS_UNFOLDED = email_policy.default.clone(max_line_length=998)
+
+
 def build_message(model, notice: Notice) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=HEADERS_UNFOLDED)
     message["Subject"] = notice.subject()
     message["From"] = model.from_
     message["To"] = ", ".join(model.to)
