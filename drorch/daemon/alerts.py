@@ -107,7 +107,7 @@ class Alerts:
                 if kind == "evaluate" or _monotonic() - last_all >= self.evaluate_every:
                     self._evaluate_all()
                     last_all = _monotonic()
-                self._daily()
+                self.daily_if_due()
                 self._flush()
             except Exception:  # noqa: BLE001 - notify must never take the daemon down
                 log.exception("notifications: unexpected error (the daemon carries on)")
@@ -202,7 +202,8 @@ class Alerts:
         upcoming = cron.next_after(self.clock()) if cron else None
         return 3600.0 if upcoming is None else max(0.05, (upcoming - self.clock()).total_seconds() + 0.05)
 
-    def _daily(self) -> None:
+    def daily_if_due(self) -> None:
+        """Send the daily report when its time has come today (and it was not sent yet)."""
         cron = self._daily_cron()
         if cron is None:
             return

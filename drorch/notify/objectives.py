@@ -235,4 +235,4 @@ def space_finding(path: str, what: str, limit: str) -> Finding:
     if low:
         return Finding(key, "space", None, title, f"{said}, below {limit}: expire old backups, clean up, or grow "
                        "the file system before it fills", facts=facts)
-    return gone(key, "space", None, title, said)
+    return Finding(key, "space", None, title, said, active=False, facts=facts)
