@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from drorch.notify import severity as sev
+from drorch.notify.text import printable
 from drorch.timefmt import format_duration, iso, utcnow
 
 # kind -> severity (I..IV, see severity.py)
@@ -60,14 +61,14 @@ class Notice:
     def subject(self) -> str:
         tag = "resolved" if self.state == "recovered" else sev.NAMES[self.severity]
         if self.state in ("report", "test", "info"):
-            return f"[drorch] {self.title}"
-        return f"[drorch {self.severity} {tag}] {self.title}"
+            return printable(f"[drorch] {self.title}")
+        return printable(f"[drorch {self.severity} {tag}] {self.title}")
 
     def body(self) -> str:
         text = self.text.rstrip()
         if self.held_back:
             text += f"\n\n({self.held_back} earlier message(s) were held back by the rate limit)"
-        return text + f"\n\n-- drorch on {socket.gethostname()}, {iso(self.at)}\n"
+        return printable(text + f"\n\n-- drorch on {socket.gethostname()}, {iso(self.at)}\n")
 
     def chat_text(self) -> str:
         """`text` of a webhook: what Slack and Teams show."""
@@ -76,7 +77,7 @@ class Notice:
     def payload(self) -> dict:
         return {"text": self.chat_text(), "drorch": {
             "state": self.state, "severity": self.severity, "severity_name": sev.NAMES[self.severity],
-            "title": self.title, "key": self.key, "source": self.source, "kind": self.kind, "at": iso(self.at),
+            "title": printable(self.title), "key": self.key, "source": self.source, "kind": self.kind, "at": iso(self.at),
             "host": socket.gethostname(), "facts": self.facts, "held_back": self.held_back}}
 
     def as_json(self) -> dict:

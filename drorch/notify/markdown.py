@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from drorch.notify.text import printable
+
 
 def _cell(value) -> str:
     text = "" if value is None else str(value)
@@ -31,4 +33,4 @@ class Doc:
         self.parts.append("\n".join(lines))
 
     def markdown(self) -> str:
-        return "\n\n".join(self.parts) + "\n"
+        return printable("\n\n".join(self.parts) + "\n")

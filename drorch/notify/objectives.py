@@ -52,14 +52,15 @@ class RecoveryPoint:
     basis: str  # what it is: "backup L finished T", "WAL archived T"
 
 
-def recovery_point(facts: RepoFacts, name: str, model, backups: list[BackupFacts]) -> RecoveryPoint:
+def recovery_point(facts: RepoFacts, name: str, model, backups: list[BackupFacts],
+                   now: datetime | None = None) -> RecoveryPoint:
     points = []
     if backups:
         newest = backups[-1]
         points.append((newest.finished, f"backup {newest.label} finished {iso(newest.finished)}"))
         if has_archive(model):  # the archive carries a backup forward only once there is a backup
             archived = facts.archive_newest(name, model.kind)
-            if archived is not None and archived > newest.finished:
+            if archived is not None and archived > newest.finished and (now is None or archived <= now):
                 what = "WAL" if model.kind == "postgres" else "binlog"
                 points.append((archived, f"{what} archived {iso(archived)} (after backup {newest.label})"))
     if not points:
@@ -86,14 +87,14 @@ class Evaluator:
                             f"repository {model.repository} cannot be read", exc.message)]
         found = [gone(f"repository/{model.repository}", "repository", None,
                       f"repository {model.repository} cannot be read", "it can be read again")]
-        backups = facts.backups(name) if facts is not None else []
         now = self.clock()
-        point = recovery_point(facts, name, model, backups) if facts is not None else RecoveryPoint(None, "no "
-                                                                                                    "repository yet")
+        backups = [b for b in facts.backups(name) if b.finished <= now] if facts is not None else []
+        point = recovery_point(facts, name, model, backups, now) if facts is not None else \
+            RecoveryPoint(None, "no repository yet")
         found.append(rpo_finding(name, rpo, point, now))
         refs = facts.verifications(name) if facts is not None else []
         labels = {b.label for b in backups}
-        refs = [r for r in refs if r.label in labels]  # records of backups that still exist
+        refs = [r for r in refs if r.label in labels and r.at <= now]  # of backups that (still) exist
         found.append(verification_finding(name, refs, facts))
         found.append(verify_age_finding(name, refs, max_age, now))
         found.append(rto_finding(name, refs, rto, facts))

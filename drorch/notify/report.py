@@ -142,13 +142,13 @@ def source_state(ctx: Context, name: str) -> dict:
         if error is None and rpo is not None:
             state["rpo"]["met"] = False  # no repository yet: nothing is restorable
         return state
-    backups = facts.backups(name)
+    backups = [b for b in facts.backups(name) if b.finished <= ctx.now]  # (a report of an earlier day)
     if backups:
         state["last_backup"] = backup_row(backups[-1])
-    failures = [r for r in facts.failed_runs(name) if not r.aborted]
+    failures = [r for r in facts.failed_runs(name) if not r.aborted and r.failed <= ctx.now]
     if failures:
         state["last_failure"] = failure_row(failures[-1])
-    point = recovery_point(facts, name, model, backups)
+    point = recovery_point(facts, name, model, backups, ctx.now)
     age = (ctx.now - point.at).total_seconds() if point.at else None
     state["rpo"].update(recovery_point=iso(point.at) if point.at else None, basis=point.basis,
                         age_seconds=None if age is None else round(age, 1),
@@ -159,7 +159,7 @@ def source_state(ctx: Context, name: str) -> dict:
 
 def _verification_state(state: dict, facts: RepoFacts, name: str, labels: set[str], now: datetime,
                         rto: timedelta | None, max_age: timedelta | None) -> None:
-    refs = [r for r in facts.verifications(name) if r.label in labels]
+    refs = [r for r in facts.verifications(name) if r.label in labels and r.at <= now]
     newest: dict[str, VerifyRef] = {}
     for ref in refs:
         newest[ref.label] = ref

@@ -33,3 +33,9 @@ def local(moment: datetime | None, zone: str, with_date: bool = True) -> str:
         return "-"
     here = moment.astimezone(cron.zone(zone))
     return here.strftime("%Y-%m-%d %H:%M:%S %Z" if with_date else "%H:%M:%S")
+
+
+def printable(text: str) -> str:
+    """Text that any UTF-8 channel takes: names that are not UTF-8 (kept by drorch as surrogate
+    escapes) show as U+FFFD instead of making a terminal, a mail or a chat refuse the message."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
