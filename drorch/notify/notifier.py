@@ -91,9 +91,15 @@ class Notifier:
     def send(self, notice: Notice, channels: list[Channel] | None = None) -> list[dict]:
         """Deliver one notice now (a report, a test) to the given channels (default: all)."""
         now = self.clock()
-        tried = [self._deliver(channel, notice, [], now) for channel in (channels or self.channels)]
+        chosen = self.channels if channels is None else channels
+        tried = [self._deliver(channel, notice, [], now) for channel in chosen]
         self.ledger.save()
         return tried
+
+    def announce(self, notice: Notice) -> list[dict]:
+        """Deliver a one-off notice (a runbook's `notify` step, an event) to the channels
+        whose min_severity it reaches; not de-duplicated (problems go through observe/flush)."""
+        return self.send(notice, [c for c in self.channels if sev.reaches(notice.severity, c.min_severity)])
 
     def _deliver(self, channel: Channel, notice: Notice, items: list[tuple[str, str]], now: datetime) -> dict:
         state = self.ledger.channel_state(channel.name)

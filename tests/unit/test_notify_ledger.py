@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from drorch.notify.channels import make_channels
-from drorch.notify.findings import Finding, gone
+from drorch.notify.findings import Finding, Notice, gone
 from drorch.notify.notifier import Notifier
 from drorch.policy.notify_models import WebhookChannel
 from tests.notifyservers import WebhookServer
@@ -95,6 +95,10 @@ def test_severity_routing_and_escalation(hook, tmp_path):
     n.observe([Finding("backup/main", "backup", "main", "backup of main failed: RPO lost", severity="I")])
     n.flush()
     assert [p["drorch"]["severity"] for p in hook.payloads()[2:]] == ["I", "I"]
+    # a one-off event (a runbook's notify step) goes where its severity reaches
+    tried = n.announce(Notice("info", "II", "failover of main-db started", "runbook pg-failover, run R"))
+    assert [t["channel"] for t in tried] == ["ops"]
+    assert hook.payloads()[-1]["drorch"]["state"] == "info"
 
 
 def test_a_flapping_problem_is_announced_once_then_settles(hook, tmp_path):
