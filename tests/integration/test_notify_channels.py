@@ -105,3 +105,39 @@ def test_webhook_payload_and_failures(monkeypatch):
     with pytest.raises(DeliveryError) as unreachable:
         channel.send(notice())
     assert "could not be reached" in unreachable.value.message and "T0KEN" not in unreachable.value.message
+
+
+def test_notify_test_and_report_send_from_the_cli(tmp_path, drorch, monkeypatch):
+    server = WebhookServer().start()
+    try:
+        monkeypatch.setenv("TEST_HOOK_URL", server.url)
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "a.txt").write_text("alpha\n")
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(f"""\
+daemon: {{state_dir: {tmp_path}/state}}
+notify:
+  - {{type: webhook, name: ops, url: "${{env:TEST_HOOK_URL}}", min_severity: I}}
+  - {{type: webhook, name: nowhere, url: "http://127.0.0.1:{free_port()}/x", daily_report: false}}
+repositories:
+  local: {{type: posix, path: {tmp_path}/repo}}
+sources:
+  main: {{kind: files, repository: local, paths: [{data}]}}
+""")
+        result = drorch("notify", "test", "--policy", policy)
+        assert result.code == 1  # one channel cannot be reached
+        assert "ops: sent" in result.out and "nowhere: " in result.err and "could not be reached" in result.err
+        (test,) = server.payloads()
+        assert test["drorch"]["state"] == "test" and "Nothing is wrong" in test["text"]
+        assert drorch("notify", "test", "--policy", policy, "--channel", "ops").code == 0
+        assert drorch("notify", "test", "--policy", policy, "--channel", "nope").code == 2
+        assert drorch("backup", "--policy", policy, "--type", "full").code == 0
+        sent = drorch("report", "daily", "--policy", policy, "--send")
+        assert sent.code == 0 and "sent to ops" in sent.err and "nowhere" not in sent.err  # daily_report: false
+        report = server.payloads()[-1]
+        assert report["drorch"]["state"] == "report" and report["text"].startswith("*[drorch] drorch daily report")
+        assert "| main | 1 | 0 |" in report["text"]
+        assert not (tmp_path / "state" / "notify").exists()  # a manual send leaves no daemon state
+    finally:
+        server.stop()
