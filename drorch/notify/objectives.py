@@ -79,28 +79,26 @@ class Evaluator:
 
     def source(self, name: str) -> list[Finding]:
         model = self.policy.sources[name]
-        rpo, rto, max_age = objectives_of(model)
+        key, title = f"repository/{model.repository}", f"repository {model.repository} cannot be read"
         try:
-            facts = self.repos(model.repository)
-        except DrorchError as exc:
-            return [Finding(f"repository/{model.repository}", "repository", None,
-                            f"repository {model.repository} cannot be read", exc.message)]
-        found = [gone(f"repository/{model.repository}", "repository", None,
-                      f"repository {model.repository} cannot be read", "it can be read again")]
+            found = self._source(name, model, self.repos(model.repository))
+        except DrorchError as exc:  # unreachable, or failing while it is read: nothing else can be judged
+            return [Finding(key, "repository", None, title, exc.message)]
+        return [gone(key, "repository", None, title, "it can be read again"), *found]
+
+    def _source(self, name: str, model, facts: RepoFacts | None) -> list[Finding]:
+        rpo, rto, max_age = objectives_of(model)
         now = self.clock()
         backups = [b for b in facts.backups(name) if b.finished <= now] if facts is not None else []
         point = recovery_point(facts, name, model, backups, now) if facts is not None else \
             RecoveryPoint(None, "no repository yet")
-        found.append(rpo_finding(name, rpo, point, now))
         refs = facts.verifications(name) if facts is not None else []
         labels = {b.label for b in backups}
         refs = [r for r in refs if r.label in labels and r.at <= now]  # of backups that (still) exist
-        found.append(verification_finding(name, refs, facts))
-        found.append(verify_age_finding(name, refs, max_age, now))
-        found.append(rto_finding(name, refs, rto, facts))
         warnings = model.warnings
-        found.append(change_finding(name, backups, warnings.change_factor, warnings.zero_change))
-        return found
+        return [rpo_finding(name, rpo, point, now), verification_finding(name, refs, facts),
+                verify_age_finding(name, refs, max_age, now), rto_finding(name, refs, rto, facts),
+                change_finding(name, backups, warnings.change_factor, warnings.zero_change)]
 
     def space(self) -> list[Finding]:
         """Free space of posix repositories and of the backup host's own directories."""
