@@ -213,6 +213,17 @@ def retention_rules(policy: Policy, source: str) -> Rules:
     return Rules(full=model.full, diff=model.diff, max_age=model.max_age)
 
 
+def make_hooks(policy: Policy, source: str):
+    """A source's hook scripts with what every one of its hooks is told (hooks/README.md)."""
+    from drorch.engine.hooks import Hooks
+
+    model = source_policy(policy, source)
+    hooks = model.hooks
+    scripts = {event: list(getattr(hooks, event)) for event in ("pre_backup", "post_backup", "on_failure",
+                                                                 "post_verify")}
+    env = {"DRORCH_SOURCE": source, "DRORCH_SOURCE_KIND": model.kind, "DRORCH_SOURCE_HOST": model.host,
+           "DRORCH_REPOSITORY": model.repository, "DRORCH_POLICY": str(policy.path.resolve())}
+    return Hooks(scripts, hooks.timeout.total_seconds(), env, policy.base_dir.resolve())
 def verify_settings(policy: Policy, source: str):
     """A source's `verify:` and `objectives:` as the verify engine takes them."""
     from drorch.engine.verify import VerifySettings

@@ -11,7 +11,7 @@ from drorch.cli.common import json_option, load, pick_source, policy_option, sou
 from drorch.cli.render import emit_json, human_bytes, progress_shown, say
 from drorch.engine.backup import run_backup
 from drorch.engine.progress import Progress
-from drorch.factory import make_source, open_repository, source_policy
+from drorch.factory import make_hooks, make_source, open_repository, source_policy
 
 
 @click.command("backup")
@@ -20,8 +20,10 @@ from drorch.factory import make_source, open_repository, source_policy
 @click.option("--type", "backup_type", type=click.Choice(["full", "diff", "incr"]), default="incr",
               show_default=True, help="incr or diff without a full to build on runs as a full")
 @click.option("--checksum", is_flag=True, help="re-read and re-hash every file, not only changed ones")
+@click.option("--no-hooks", is_flag=True, help="do not run the source's hook scripts (hooks/README.md)")
 @json_option
-def backup(policy_path, source: str | None, backup_type: str, checksum: bool, as_json: bool) -> None:
+def backup(policy_path, source: str | None, backup_type: str, checksum: bool, no_hooks: bool,
+           as_json: bool) -> None:
     """Back up a source into its repository."""
     policy = load(policy_path)
     name = pick_source(policy, source)
@@ -33,7 +35,8 @@ def backup(policy_path, source: str | None, backup_type: str, checksum: bool, as
     progress = Progress()
     start = time.monotonic()
     with progress_shown(progress, f"backup {name}"):
-        result = run_backup(repo, src, backup_type, checksum=checksum, progress=progress)
+        result = run_backup(repo, src, backup_type, checksum=checksum, progress=progress,
+                            hooks=None if no_hooks else make_hooks(policy, name))
     if as_json:
         emit_json({**asdict(result), "seconds": round(time.monotonic() - start, 3)})
         return

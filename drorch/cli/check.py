@@ -14,9 +14,11 @@ from drorch.cli.render import emit_json, table
 from drorch.engine.health import (Item, free_space_item, host_items, mariadb_items, pg_connection_item,
                                   postgres_items, repository_items)
 from drorch.engine.health_backups import backup_items
+from drorch.engine.hooks import hook_items
 from drorch.engine.verify_restore import sandbox_base
 from drorch.errors import DrorchError
-from drorch.factory import make_host, make_source, open_repository, pg_params, source_policy, storage_for
+from drorch.factory import make_hooks, make_host, make_source, open_repository, pg_params, source_policy, \
+    storage_for
 
 MARK = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
@@ -39,6 +41,8 @@ def collect(policy, only: str | None, probe: bool, min_free: float = 10.0) -> li
         items.append(free_space_item(f"backup host {base}", base, min_free))
     for name in names:
         items += _source_items(policy, name, probe, usable)
+    for name in names:
+        items += hook_items(name, make_hooks(policy, name))
     return items
 
 

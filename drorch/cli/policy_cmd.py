@@ -34,6 +34,9 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
                                          "why": period.why} for name, (mode, period) in locks.items()}
     if any(getattr(s, "schedule", None) for s in policy.sources.values()):
         summary["schedules"] = schedule_lines(policy, sorted(policy.sources), 1)[1]
+    notify = notify_lines(policy)
+    if notify:
+        summary["notify"] = notify
     if as_json:
         emit_json(summary)
         return
@@ -47,11 +50,31 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
     for name, repo in sorted(policy.repositories.items()):
         if repo.encryption is not None:
             say(f"  repository {name}: encrypted, passphrase from {repo.encryption.passphrase.ref}")
+    for line in notify:
+        say(f"  {line}")
     scheduled = sorted(n for n, s in policy.sources.items() if getattr(s, "schedule", None))
     if scheduled:
         say("schedules (`drorch schedule` shows more runs):")
         for line in schedule_lines(policy, scheduled, 1)[0]:
             say(f"  {line}")
+
+
+def notify_lines(policy) -> list[str]:
+    """Where notifications and the daily report go (secrets shown as their references)."""
+    from drorch.notify.channels import make_channels
+
+    lines = []
+    for channel in make_channels(policy.notify):
+        model = channel.model
+        where = f"{model.smtp} to {', '.join(model.to)}" if model.type == "email" else \
+            getattr(model.url, "ref", None) or "a fixed URL"
+        lines.append(f"notify {channel.name}: {model.type} ({where}), severity {model.min_severity} and worse"
+                     + ("" if model.daily_report else ", no daily report"))
+    daily = policy.reports.daily
+    if daily is not None:
+        lines.append(f"daily report at {daily.at} {daily.timezone}"
+                     + (" (sent to the channels)" if daily.notify else " (not sent: notify false)"))
+    return lines
 
 
 @policy_group.command("schema")

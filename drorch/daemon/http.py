@@ -43,6 +43,7 @@ class Collector:
             yield from self._daemon(state)
             yield from self._sources(state, now)
             yield from self._jobs(state)
+            yield from self._notify(state)
 
     def _daemon(self, state: DaemonState):
         info = GaugeMetricFamily("drorch_daemon_info", "drorch daemon version", labels=["version"])
@@ -104,6 +105,18 @@ class Collector:
         running = GaugeMetricFamily("drorch_jobs_running", "jobs running now")
         running.add_metric([], len(state.running))
         yield from (jobs, running)
+
+
+    def _notify(self, state: DaemonState):
+        problems = GaugeMetricFamily("drorch_problems_open", "problems open now (notifications), by severity",
+                                     labels=["severity"])
+        for severity in ("I", "II", "III", "IV"):
+            problems.add_metric([severity], state.problems_open.get(severity, 0))
+        notices = CounterMetricFamily("drorch_notifications", "notifications delivered or not, by channel",
+                                      labels=["channel", "result"])
+        for (channel, result), n in sorted(state.notices.items()):
+            notices.add_metric([channel, result], n)
+        yield from (problems, notices)
 
 
 def _add(family, labels, value) -> None:

@@ -107,7 +107,7 @@ def run(spec: dict) -> dict:
     if job == "backup":
         return backup_job(policy, spec)
     if job == "verify":
-        return verify_job(spec)
+        return verify_job(spec, policy)
     if job == "expire":
         return {"result": "ok", "steps": [expire_step(policy, spec["source"])]}
     if job == "copy":
@@ -117,7 +117,7 @@ def run(spec: dict) -> dict:
 
 def backup_job(policy, spec: dict) -> dict:
     from drorch.engine.backup import run_backup
-    from drorch.factory import make_source, open_repository, source_policy
+    from drorch.factory import make_hooks, make_source, open_repository, source_policy
     from drorch.repo.locks import SourceLock
 
     name = spec["source"]
@@ -134,12 +134,14 @@ def backup_job(policy, spec: dict) -> dict:
         rules = planner.rules_for(model, policy.daemon.catchup_grace)
         btype, upgrade = planner.upgrade(spec["requested"], backups, utcnow(), rules)
         reason = spec["reason"] + (f"; {upgrade}" if upgrade else "")
-        result = run_backup(repo, make_source(policy, name), btype, lock=lock, reason=reason)
+        result = run_backup(repo, make_source(policy, name), btype, lock=lock, reason=reason,
+                            hooks=make_hooks(policy, name))
     finally:
         lock.release()
     out = {"result": "ok", "label": result.label, "type": result.type, "why": result.why,
            "stored_bytes": result.stats.get("stored_bytes", 0), "size_bytes": result.stats.get("size_bytes", 0),
-           "started": result.started, "finished": result.finished, "warnings": len(result.warnings), "steps": []}
+           "started": result.started, "finished": result.finished, "warnings": len(result.warnings), "steps": [],
+           "hooks": [h for h in result.hooks if not h["ok"]]}
     schedule = model.schedule
     try:  # the backup is committed: a stop now only cuts the steps after it short
         if schedule is not None and schedule.copy_ == "after_backup" and model.copy_to:
@@ -197,7 +199,7 @@ def verify_command(spec: dict) -> list[str]:
             "--source", spec["source"], "--latest", "--json"]
 
 
-def verify_job(spec: dict) -> dict:
+def verify_job(spec: dict, policy=None) -> dict:
     proc = subprocess.Popen(verify_command(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -213,8 +215,23 @@ def verify_job(spec: dict) -> dict:
         log.info("verify %s: %s", spec["source"], line)
     details = _last_json(out)
     result = "ok" if proc.returncode == 0 else "failed"
-    return {"result": result, "verification": details,
-            "error": None if result == "ok" else (err.strip().splitlines() or ["failed"])[-1]}
+    out = {"result": result, "verification": details,
+           "error": None if result == "ok" else (err.strip().splitlines() or ["failed"])[-1]}
+    if policy is not None:
+        out["hooks"] = _verify_hooks(policy, spec["source"], out)
+    return out
+
+
+def _verify_hooks(policy, name: str, result: dict) -> list[dict]:
+    """post_verify hooks, told what the verification found; failures are reported only."""
+    from drorch.engine.hooks import verify_facts
+    from drorch.factory import make_hooks
+
+    hooks = make_hooks(policy, name)
+    if not hooks.has("post_verify"):
+        return []
+    runs = hooks.run("post_verify", verify_facts(name, result["verification"], result["result"], result["error"]))
+    return [run.as_dict() for run in runs if not run.ok]
 
 
 def _last_json(text: str):

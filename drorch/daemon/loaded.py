@@ -19,7 +19,7 @@ from drorch.daemon import planner
 from drorch.daemon.planner import Decision, Rules
 from drorch.errors import DrorchError, RepositoryError
 from drorch.policy import Policy, load_policy
-from drorch.policy.loader import policy_files
+from drorch.policy.loader import ORIGIN_FILE, policy_files
 from drorch.timefmt import iso, utcnow
 
 log = logging.getLogger("drorch.daemon")
@@ -124,6 +124,7 @@ def _snapshot(policy: Policy, contents: dict[Path, bytes], generation: int) -> P
         target.mkdir(mode=0o700)
         for path, data in contents.items():
             (target / path.name).write_bytes(data)
+        (target / ORIGIN_FILE).write_text(str(policy.base_dir.resolve()))  # relative hook paths point there
     except OSError as exc:
         raise DrorchError(f"cannot write the daemon's state directory {root}: {exc.strerror}",
                           "create it for the user the daemon runs as (e.g. install -d -o drorch "

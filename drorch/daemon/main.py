@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from drorch.daemon import planner
+from drorch.daemon.alerts import Alerts
 from drorch.daemon.history import HistoryReader, SourceHistory
 from drorch.daemon.loaded import Loaded, load
 from drorch.daemon.planner import Attempt, Decision, History
@@ -50,12 +51,14 @@ class Daemon:
         self.loaded: Loaded | None = None
         self.endpoint = None
         self._said: dict[tuple, str] = {}  # (source, job, slot) -> reason already logged
+        self.alerts = Alerts(clock, state=self.state)  # notifications, objectives, daily report (own thread)
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
         """Everything that must work before the loop runs; raises PolicyError / DrorchError."""
         self._apply(load(self.policy_path, generation=1))
+        self.alerts.start()
         if self.loaded.policy.daemon.listen != "off":
             from drorch.daemon.http import Endpoint
 
@@ -89,6 +92,7 @@ class Daemon:
         if self.runner.jobs():
             log.info("stopping: no new jobs; %d running", len(self.runner.jobs()))
         self.runner.stop(grace)
+        self.alerts.stop()  # the outcomes of the last jobs are still told
         if self.endpoint is not None:
             self.endpoint.stop()
         log.info("drorch daemon stopped", extra={"fields": {"event": "stopped"}})
@@ -149,6 +153,12 @@ class Daemon:
                 src.kind, src.repository, src.host = model.kind, model.repository, model.host
                 src.schedule = loaded.schedule_text(name)
                 src.rpo = getattr(getattr(model, "objectives", None), "rpo", None)  # verification's section
+        self.alerts.apply(loaded.policy, self._next_runs)
+
+    def _next_runs(self, name: str) -> dict:
+        with self.state.lock:
+            src = self.state.sources.get(name)
+            return dict(src.next_runs) if src is not None else {}
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -242,6 +252,7 @@ class Daemon:
         line, fields = summary_line(job, result)
         level = logging.INFO if outcome in ("ok", "skipped", "locked") else logging.ERROR
         log.log(level, line, extra={"fields": {"event": "job-finished", **fields}})
+        self.alerts.job_done(decision.source, decision.job, result, line)
         with self.state.lock:
             self.state.jobs[(decision.job, result.get("type") or decision.type, outcome)] += 1
             src = self.state.sources.get(decision.source)
@@ -268,7 +279,7 @@ class Daemon:
             return {"started": iso(self.state.started), "stopping": self.stopping,
                     "policy": {"path": str(self.policy_path), "files": self.state.policy_files,
                                "generation": self.state.generation, "last_reload_ok": self.state.last_reload_ok},
-                    "running": self.state.running,
+                    "running": self.state.running, "problems": self.alerts.open_problems(),
                     "sources": {name: src.as_json(now) for name, src in sorted(self.state.sources.items())},
                     "jobs": [{"job": j, "type": t, "result": r, "count": n}
                              for (j, t, r), n in sorted(self.state.jobs.items(), key=str)]}

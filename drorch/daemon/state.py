@@ -86,6 +86,8 @@ class DaemonState:
     generation: int = 0
     last_tick: float = 0.0  # time.monotonic() of the loop's latest pass
     running: list[dict] = field(default_factory=list)
+    problems_open: dict = field(default_factory=dict)  # severity -> open problems (alerts.py)
+    notices: Counter = field(default_factory=Counter)  # (channel, ok|failed) -> deliveries
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 

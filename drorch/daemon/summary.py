@@ -37,6 +37,10 @@ def summary_line(job, result: dict) -> tuple[str, dict]:
     if result.get("error"):
         line += f"; error: {result['error']}"
         fields["error"] = result["error"]
+    hooks = [h for h in result.get("hooks") or [] if not h.get("ok")]
+    if hooks:
+        line += "; hooks failed: " + "; ".join(h.get("summary", "") for h in hooks)
+        fields["hooks"] = hooks
     steps = result.get("steps") or []
     if steps:
         line += "; then " + ", ".join(f"{s['step']}: {s['result']}" + (f" ({s['detail']})" if s.get("detail")

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 
 from drorch import __version__
 from drorch.engine import wal
+from drorch.engine.hooks import Hooks, backup_facts
 from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
-from drorch.errors import DrorchError, UsageError
+from drorch.errors import DrorchError, LockedError, UsageError
 from drorch.faults import checkpoint
 from drorch.fsmeta import DIR, HARDLINK, Entry
 from drorch.repo import layout
@@ -40,6 +41,7 @@ class BackupResult:
     stats: dict
     warnings: list[str] = field(default_factory=list)
     repo_created: bool = False
+    hooks: list[dict] = field(default_factory=list)  # hook runs (pre and post), as HookRun.as_dict()
 
 
 def choose_parent(backups: list[Manifest], requested: str) -> tuple[str, Manifest | None, str]:
@@ -57,34 +59,50 @@ def choose_parent(backups: list[Manifest], requested: str) -> tuple[str, Manifes
 def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bool = False,
                progress: Progress | None = None, lock_wait: float = 0.0,
                workers: int | None = None, lock: SourceLock | None = None,
-               reason: str | None = None) -> BackupResult:
+               reason: str | None = None, hooks: Hooks | None = None) -> BackupResult:
     """lock: a lock of the source the caller already holds (and releases);
-    reason: why the caller asked for this type (the daemon's schedule), kept in `why`."""
+    reason: why the caller asked for this type (the daemon's schedule), kept in `why`;
+    hooks: the source's hook scripts (pre_backup after the lock and run record,
+    post_backup after the commit, on_failure after a failure)."""
     if requested not in TYPES:
         raise DrorchError(f"unknown backup type {requested!r}", "use full, diff or incr", exit_code=2)
     if requested != "full" and getattr(source, "full_only", False):
         raise UsageError(f"source {source.name} takes full backups only (mode logical); use --type full")
     progress = progress or Progress()
-    progress.phase = "connect"
-    getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
-    progress.phase = "lock"
-    if lock is not None:
-        return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
-    lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
+    hooks = hooks or Hooks()
+    backup = _Backup(repo, source, requested, checksum, progress, lock, workers, reason, hooks)
     try:
-        return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
-    finally:
-        lock.release()
+        backup.phase = progress.phase = "connect"
+        getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
+        backup.phase = progress.phase = "lock"
+        if lock is not None:
+            result = backup.run()
+        else:
+            backup.lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
+            try:
+                result = backup.run()
+            finally:
+                backup.lock.release()
+    except LockedError:
+        raise  # another run has the source: not this backup's failure
+    except Exception as exc:  # not BaseException: a stop from outside (shutdown, ^C) runs no hook
+        backup.on_failure(exc)
+        raise
+    backup.post_backup(result)
+    return result
 
 
 class _Backup:
     archive_timeout = 60.0
 
-    def __init__(self, repo, source, requested, checksum, progress, lock, workers, reason=None):
+    def __init__(self, repo, source, requested, checksum, progress, lock, workers, reason=None, hooks=None):
         self.repo, self.source, self.requested, self.reason = repo, source, requested, reason
         self.checksum, self.progress, self.lock, self.workers = checksum, progress, lock, workers
+        self.hooks: Hooks = hooks or Hooks()
         self.warnings: list[str] = []
         self.phase = "plan"
+        self.label: str | None = None
+        self.btype: str | None = None
         self.archive_timeout = getattr(getattr(source, "settings", None), "archive_timeout", 60.0)
 
     def warn(self, message: str) -> None:
@@ -107,7 +125,11 @@ class _Backup:
         self.repo.put_json(layout.run_key(self.source.name, self.label), self.run_record)
         checkpoint("after-run-record")
         log.info("%s: backup %s started (%s)", self.source.name, self.label, why)
+        self.btype = btype
         try:
+            if self.hooks.has("pre_backup"):
+                self._set_phase("pre-backup hook")
+                self.hooks.pre_backup(self._facts("running", started=iso(started), why=why))
             manifest = self._copy_and_commit(btype, parent, why, started)
         except BaseException as exc:
             self._record_failure(exc)
@@ -121,7 +143,30 @@ class _Backup:
         return BackupResult(self.source.name, self.label, btype, self.requested,
                             parent.label if parent else None, why, manifest["started"],
                             manifest["finished"], manifest["stats"], self.warnings,
-                            repo_created=self.repo.created)
+                            repo_created=self.repo.created, hooks=[r.as_dict() for r in self.hooks.runs])
+
+    def _facts(self, status: str, **more) -> dict:
+        return backup_facts(self.source.name, self.label, self.btype, self.requested, status=status,
+                            repository_location=self.repo.location, **more)
+
+    def post_backup(self, result: BackupResult) -> None:
+        """The backup is committed: a failing hook is reported (a warning), nothing more."""
+        if not self.hooks.has("post_backup"):
+            return
+        stats = result.stats
+        for run in self.hooks.run("post_backup", self._facts(
+                "ok", started=result.started, finished=result.finished, why=result.why, parent=result.parent,
+                size_bytes=stats.get("size_bytes"), stored_bytes=stats.get("stored_bytes"),
+                files=stats.get("files"), warnings=len(result.warnings))):
+            result.hooks.append(run.as_dict())
+            if not run.ok:
+                result.warnings.append(f"{run.describe()} (the backup is good)")
+
+    def on_failure(self, exc: Exception) -> None:
+        if not self.hooks.has("on_failure"):
+            return
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        self.hooks.run("on_failure", self._facts("failed", error=message, phase=self.phase))
 
     def _archive_binlogs(self) -> None:
         """After a MariaDB backup: close the current binlog and archive what the

@@ -18,10 +18,12 @@ from pydantic import BaseModel, ValidationError
 from drorch.errors import PolicyError
 from drorch.policy.cron import schedule_problems
 from drorch.policy.models import Daemon, PolicyDocument
+from drorch.policy.notify_models import Reports
 from drorch.policy.object_lock import object_lock_problems
 from drorch.policy.yamlmarks import Marked, dotted, load_marked
 
 DEFAULT_POLICY_PATH = Path("/etc/drorch/policies")
+ORIGIN_FILE = ".origin"
 SECTIONS = tuple(PolicyDocument.model_fields)
 
 
@@ -37,6 +39,17 @@ class Policy:
     sources: dict[str, Any] = field(default_factory=dict)
     docs: dict[tuple[str, str], Marked] = field(default_factory=dict)
     daemon: Daemon = field(default_factory=Daemon)  # `daemon:` of one file, else the defaults
+    notify: list = field(default_factory=list)  # channels of every file, in file order
+    reports: Reports = field(default_factory=Reports)
+    origin: Path | None = None  # where relative paths (hooks) point: the policy's own directory
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative hook paths are read from: the policy directory, or the policy
+        file's; for the daemon's copy of the policies, the directory they were copied from."""
+        if self.origin is not None:
+            return self.origin
+        return self.path if self.path.is_dir() else self.path.parent
 
     def where(self, section: str, name: str, *keys: Any) -> str:
         return self.docs[(section, name)].where((section, name, *keys))
@@ -60,7 +73,7 @@ def policy_files(path: Path) -> list[Path]:
 def load_policy(path: Path | str) -> Policy:
     path = Path(path)
     files = policy_files(path)
-    policy = Policy(path=path, files=files)
+    policy = Policy(path=path, files=files, origin=_origin(path))
     problems: list[str] = []
     for file in files:
         doc = load_marked(file)
@@ -84,9 +97,21 @@ def load_policy(path: Path | str) -> Policy:
     return policy
 
 
+def _origin(path: Path) -> Path | None:
+    """A copy of policies (the daemon's) names the directory it was copied from in `.origin`."""
+    marker = (path if path.is_dir() else path.parent) / ORIGIN_FILE
+    try:
+        return Path(marker.read_text().strip())
+    except OSError:
+        return None
+
+
 def _merge(policy: Policy, doc: Marked, model: PolicyDocument, problems: list[str]) -> None:
     for section in SECTIONS:
         target = getattr(policy, section)
+        if isinstance(target, list):  # notify: the channels of every file add up
+            target.extend(getattr(model, section))
+            continue
         if not isinstance(target, dict):  # a single section (daemon): in one file only
             value = getattr(model, section)
             if value is None:

@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
                       model_validator)
 
 from drorch.policy import cron
+from drorch.policy.notify_models import Channel, Hooks, Reports, Warnings
 from drorch.policy.types import Duration, Name, SecretRef
 
 
@@ -354,6 +355,8 @@ class SourceBase(Model):
                                 description="more repositories that `drorch copy` keeps a copy in (3-2-1)")
     schedule: Schedule | None = Field(None, description="when `drorch daemon` backs it up, verifies, "
                                       "copies and expires")
+    hooks: Hooks = Field(Hooks(), description="scripts run before and after backups (hooks/README.md)")
+    warnings: Warnings = Field(Warnings(), description="early warnings: mass change, free space")
     objectives: Objectives = Objectives()
     verify: Verify = Verify()
 
@@ -501,3 +504,6 @@ class PolicyDocument(Model):
     repositories: dict[Name, Repository] = Field(default_factory=dict)
     sources: dict[Name, Source] = Field(default_factory=dict)
     daemon: Daemon | None = Field(None, description="settings of `drorch daemon` (in one file only)")
+    notify: list[Channel] = Field(default_factory=list, description="where notifications go (webhooks, "
+                                  "e-mail), by severity; the lists of all policy files add up")
+    reports: Reports | None = Field(None, description="reports the daemon sends (in one file only)")
