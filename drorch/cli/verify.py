@@ -15,7 +15,8 @@ from drorch.cli.render import emit_json, progress_shown, say, warn
 from drorch.engine.progress import Progress
 from drorch.engine.verify import LEVELS, choose_labels, run_verify
 from drorch.errors import UsageError
-from drorch.factory import (make_host, make_source, open_repository, repository_name, source_policy,
+from drorch.engine.hooks import verify_facts
+from drorch.factory import (make_hooks, make_host, make_source, open_repository, repository_name, source_policy,
                             verify_settings)
 from drorch.repo.catalog import Catalog
 from drorch.timefmt import format_duration
@@ -52,8 +53,9 @@ def _terminate_as_exit():
 @click.option("--level", type=click.Choice(LEVELS), help="structure | read | restore "
               "(default: the source's verify.level; without --backup/--latest/--sample, structure and "
               "read verify every backup, restore the newest)")
+@click.option("--no-hooks", is_flag=True, help="do not run the sources' post_verify hooks (hooks/README.md)")
 @json_option
-def verify(policy_path, source, repository, label, latest, sample, level, as_json) -> None:
+def verify(policy_path, source, repository, label, latest, sample, level, no_hooks, as_json) -> None:
     """Verify backups: every object there (structure), every byte checked (read), or
     restored into a sandbox and checked by the database (restore).  The outcome is
     recorded in the repository; `drorch list` shows it."""
@@ -63,7 +65,7 @@ def verify(policy_path, source, repository, label, latest, sample, level, as_jso
         source_policy(policy, source)
     if label and len(names) > 1:
         raise UsageError("--backup needs --source (this policy has several sources)")
-    results, empty = [], []
+    results, empty, hook_failures = [], [], []
     progress = Progress()
     with _terminate_as_exit(), progress_shown(progress, "verify"):
         for name in names:
@@ -74,18 +76,31 @@ def verify(policy_path, source, repository, label, latest, sample, level, as_jso
             if not labels:
                 empty.append(name)
                 continue
-            results += run_verify(repo, name, labels, chosen_level, settings, progress=progress,
-                                  make_source=lambda n=name: make_source(policy, n),
-                                  host=make_host(policy, settings.host))
+            done = run_verify(repo, name, labels, chosen_level, settings, progress=progress,
+                              make_source=lambda n=name: make_source(policy, n),
+                              host=make_host(policy, settings.host))
+            results += done
+            if not no_hooks:
+                hook_failures += _post_verify(policy, name, done)
     failed = bool(empty) or any(v.result == "failed" or v.record_error for v in results)
     if as_json:
-        emit_json({"ok": not failed, "verifications": [asdict(v) for v in results], "without_backups": empty})
+        emit_json({"ok": not failed, "verifications": [asdict(v) for v in results], "without_backups": empty,
+                   "hooks": hook_failures})
         for line in _failures(results, empty):  # for whoever reads only stderr (the daemon's job log)
             warn(line)
     else:
         _show(results, empty)
     if failed:
         raise SystemExit(1)
+
+
+def _post_verify(policy, name: str, done) -> list[dict]:
+    """The source's post_verify hooks, once per verified backup; their failures (reported only)."""
+    hooks = make_hooks(policy, name)
+    if not hooks.has("post_verify"):
+        return []
+    return [run.as_dict() for v in done for run in hooks.run("post_verify", verify_facts(asdict(v)))
+            if not run.ok]
 
 
 def _show(results, empty) -> None:

@@ -107,7 +107,7 @@ def run(spec: dict) -> dict:
     if job == "backup":
         return backup_job(policy, spec)
     if job == "verify":
-        return verify_job(spec, policy)
+        return verify_job(spec)
     if job == "expire":
         return {"result": "ok", "steps": [expire_step(policy, spec["source"])]}
     if job == "copy":
@@ -199,7 +199,7 @@ def verify_command(spec: dict) -> list[str]:
             "--source", spec["source"], "--latest", "--json"]
 
 
-def verify_job(spec: dict, policy=None) -> dict:
+def verify_job(spec: dict) -> dict:
     proc = subprocess.Popen(verify_command(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -217,21 +217,8 @@ def verify_job(spec: dict, policy=None) -> dict:
     result = "ok" if proc.returncode == 0 else "failed"
     out = {"result": result, "verification": details,
            "error": None if result == "ok" else (err.strip().splitlines() or ["failed"])[-1]}
-    if policy is not None:
-        out["hooks"] = _verify_hooks(policy, spec["source"], out)
+    out["hooks"] = details.get("hooks") or [] if isinstance(details, dict) else []  # post_verify failures
     return out
-
-
-def _verify_hooks(policy, name: str, result: dict) -> list[dict]:
-    """post_verify hooks, told what the verification found; failures are reported only."""
-    from drorch.engine.hooks import verify_facts
-    from drorch.factory import make_hooks
-
-    hooks = make_hooks(policy, name)
-    if not hooks.has("post_verify"):
-        return []
-    runs = hooks.run("post_verify", verify_facts(name, result["verification"], result["result"], result["error"]))
-    return [run.as_dict() for run in runs if not run.ok]
 
 
 def _last_json(text: str):

@@ -187,15 +187,17 @@ def backup_facts(source: str, label: str | None, btype: str | None, requested: s
     return {"source": source, "backup_label": label, "type": btype, "requested_type": requested, **more}
 
 
-def verify_facts(source: str, details, outcome: str, error: str | None) -> dict:
-    """The DRORCH_* facts of a verification, from `drorch verify --json`'s output
-    ({"verifications": [...]}: the first backup's result)."""
-    found = details.get("verifications") if isinstance(details, dict) else None
-    first = found[0] if isinstance(found, list) and found and isinstance(found[0], dict) else {}
-    return {"source": source, "backup_label": first.get("label"), "type": first.get("type"),
-            "verify_level": first.get("level"), "verify_result": "passed" if outcome == "ok" else "failed",
-            "status": "ok" if outcome == "ok" else "failed", "error": error,
-            "verify_seconds": first.get("seconds"), "verify_ready_seconds": first.get("ready_seconds")}
+def verify_facts(verification: dict) -> dict:
+    """The DRORCH_* facts of one backup's verification (engine/verify.py's Verification, as a dict)."""
+    failed = verification.get("result") == "failed"
+    problems = verification.get("problems") or []
+    checks = [c for c in verification.get("checks") or [] if isinstance(c, dict) and c.get("result") == "failed"]
+    error = problems[0] if problems else (f"{checks[0].get('name')}: {checks[0].get('detail')}" if checks else None)
+    return {"source": verification.get("source"), "backup_label": verification.get("label"),
+            "type": verification.get("type"), "verify_level": verification.get("level"),
+            "verify_result": verification.get("result"), "status": "failed" if failed else "ok",
+            "error": error if failed else None, "verify_seconds": verification.get("seconds"),
+            "verify_ready_seconds": verification.get("ready_seconds")}
 
 
 def hook_items(source: str, hooks: Hooks) -> list:

@@ -76,7 +76,19 @@ def test_daemon_notifies_once_per_problem_by_severity_and_tells_the_recovery(tmp
             paths: [{data}]
             schedule: {{full: "0 0 1 1 *", incr: {EVERY_2S}}}
             hooks: {{post_backup: [{post}]}}
+          vault:
+            kind: files
+            repository: local
+            paths: [{data}]
+            schedule: {{verify: {EVERY_2S}}}
+            verify: {{level: read}}
         """))
+    # vault: one backup, then a byte of it flipped: its scheduled verifications fail (severity I)
+    assert drorch("backup", "--policy", policy, "--source", "vault", "--type", "full").code == 0
+    pack = next((tmp_path / "repo" / "data" / "vault").glob("*/p000000"))
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    pack.write_bytes(bytes(raw))
     env = {"TEST_OPS_WEBHOOK": ops.url, "TEST_PAGER_WEBHOOK": pager.url, "TEST_SMTP_PASSWORD": smtp.password}
     daemon = DaemonProc(policy, tmp_path / "daemon.log", port=listen, env=env)
     try:
@@ -90,6 +102,14 @@ def test_daemon_notifies_once_per_problem_by_severity_and_tells_the_recovery(tmp
         assert text.startswith("*[drorch II major] backup of broken failed*")
         assert "the application refused to freeze" in text and "pre_backup hook" in text
         assert notices(pager, "backup/broken") == []
+        # the failed verification is critical: the pager hears it, once, however often it fails
+        daemon.wait_for(lambda: len(daemon.events("job-finished", source="vault", result="failed")) >= 2,
+                        what="two failed verifications")
+        pager.wait_for(lambda got: got, what="the critical notice")
+        (critical,) = notices(pager)
+        assert (critical["key"], critical["severity"], critical["state"]) == ("verification/vault", "I", "problem")
+        assert critical["title"].startswith("read verification of vault backup ")
+        assert "respond within 30m, resolve within 12h" in pager.payloads()[0]["text"]
         (warning,) = notices(ops, "hook/good/post_backup")
         assert warning["severity"] == "III" and warning["state"] == "problem"
         # e-mail: STARTTLS, logged in, the problem (II), not the warning (III)
@@ -103,20 +123,21 @@ def test_daemon_notifies_once_per_problem_by_severity_and_tells_the_recovery(tmp
         ops.wait_for(lambda got: notices(ops, state="report"), what="the daily report")
         (report,) = [p for p in ops.payloads() if p["drorch"]["state"] == "report"]
         assert "drorch daily report" in report["text"] and "## Source broken" in report["text"]
-        assert report["drorch"]["facts"]["summary"]["sources"] == 2
+        assert report["drorch"]["facts"]["summary"]["sources"] == 3
         daily = smtp.wait_subject("drorch daily report")
         attached = {part.get_filename(): part for part in daily.message.iter_attachments()}
         body = json.loads(attached["drorch-daily-report.json"].get_content())
-        assert body["report"] == "daily" and [s["name"] for s in body["sources"]] == ["broken", "good"]
+        assert body["report"] == "daily" and [s["name"] for s in body["sources"]] == ["broken", "good", "vault"]
         assert notices(pager, state="report") == []
 
         status = daemon.status()
-        assert {p["key"] for p in status["problems"]} == {"backup/broken", "hook/good/post_backup"}
+        assert {p["key"] for p in status["problems"]} == {"backup/broken", "hook/good/post_backup",
+                                                           "verification/vault"}
         (open_problem,) = [p for p in status["problems"] if p["key"] == "backup/broken"]
         assert open_problem["count"] >= 3
         metrics = daemon.metrics()
         assert [metrics[("drorch_problems_open", (("severity", level),))] for level in ("I", "II", "III")] == \
-            [0, 1, 1]
+            [1, 1, 1]
         assert metrics[("drorch_notifications_total", (("channel", "ops"), ("result", "ok")))] == \
             len(ops.payloads())
 
@@ -128,9 +149,11 @@ def test_daemon_notifies_once_per_problem_by_severity_and_tells_the_recovery(tmp
         daemon.wait_for(lambda: len(daemon.events("job-finished", source="broken", result="ok")) >= 2,
                         what="more good backups")
         assert [n["state"] for n in notices(ops, "backup/broken")] == ["problem", "recovered"]
+        assert len(notices(pager)) == 1 and len(notices(ops, "verification/vault")) == 1
         assert len(notices(ops, state="report")) == 1  # once a day, not once a pass
         subjects = [str(m.message["Subject"]) for m in smtp.mails]
         assert sum("backup of broken" in s for s in subjects) == 2  # problem and recovery, no more
+        assert sum("verification of vault" in s for s in subjects) == 1
         assert not any("post_backup hook" in s for s in subjects)  # III is below dba's threshold
         assert not any(p["key"] == "backup/broken" for p in daemon.status()["problems"])
     finally:

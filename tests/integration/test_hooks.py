@@ -168,3 +168,34 @@ def test_missing_hooks_relative_paths_and_no_hooks(tmp_path, drorch):
     (item,) = [i for i in check["items"] if i["name"] == "source main: hooks"]
     assert item["status"] == "fail"
     assert "mark.sh: not executable" in item["message"] and "absent.sh: not executable" in item["message"]
+
+
+def test_post_verify_hooks_are_told_the_result(tmp_path, drorch, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("alpha\n")
+    log = tmp_path / "verifications.log"
+    failing = script(tmp_path / "ticket.sh", "echo ticket system down\nexit 3\n")
+    policy = policy_with_hooks(tmp_path, f"post_verify: [{HOOKS}/post-verify.sh, {failing}]\n", data)
+    monkeypatch.setenv("DRORCH_HOOK_LOG", str(log))
+    backup = drorch("backup", "--policy", policy, "--type", "full", "--json").json()
+    result = drorch("verify", "--policy", policy, "--source", "main", "--level", "read", "--json")
+    assert result.code == 0, result.err  # a hook's failure does not fail the verification
+    body = result.json()
+    (hook,) = body["hooks"]
+    assert (hook["event"], hook["exit_code"], hook["path"]) == ("post_verify", 3, str(tmp_path / "ticket.sh"))
+    (line,) = log.read_text().splitlines()
+    (verification,) = body["verifications"]
+    assert f"verify passed source=main label={backup['label']} level=read seconds={verification['seconds']}" in line
+    # a damaged backup: the hook hears `failed` and why
+    pack = next((tmp_path / "repo" / "data" / "main" / backup["label"]).glob("p*"))
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    pack.write_bytes(bytes(raw))
+    result = drorch("verify", "--policy", policy, "--source", "main", "--level", "read")
+    assert result.code == 1
+    failed_line = log.read_text().splitlines()[-1]
+    assert f"verify failed source=main label={backup['label']} level=read" in failed_line
+    assert f"error=data/main/{backup['label']}/" in failed_line
+    assert drorch("verify", "--policy", policy, "--source", "main", "--level", "read", "--no-hooks").code == 1
+    assert len(log.read_text().splitlines()) == 2
