@@ -227,6 +227,9 @@ class RunContext:
         def value(name: str, field: str | None) -> str:
             if name in template.RUN_VALUES:
                 return {"run": self.run_id, "mode": self.mode, "runbook": self.runbook.id}[name]
+            if name in template.ROLES and not (self.roles.get(name) or name == "new_primary" and any(
+                    self.roles.get(r) for r in ("new_primary", "candidate", "dr"))):
+                return "(none)"
             node = self.node(name)
             spec = node.spec
             return {None: node.name, "name": node.name, "host": spec.host, "address": spec.params.host,

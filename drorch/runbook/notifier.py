@@ -26,7 +26,7 @@ class Notifier:
         event = {"at": iso(utcnow()), "runbook": self.runbook_id, "run": self.run_id, "severity": severity,
                  "message": message}
         self.state.append(json.dumps(event), "notifications.log")
-        log.log(logging.WARNING if severity != "info" else logging.INFO, "runbook %s: %s", self.run_id, message)
+        log.info("runbook %s (%s): %s", self.run_id, severity, message)
         delivered = ["log"]
         url = webhook or self.webhook
         if url:

@@ -17,9 +17,9 @@ from drorch.runbook.context import RunContext
 from drorch.runbook.journal import Journal, StateDir
 from drorch.runbook.model import MAIN_MODES, step_modes
 from drorch.runbook.render import View
-from drorch.runbook.runner import _lsn
+from drorch.runbook.runner import _lsn, needs_standby
 from drorch.runbook.topology import SplitBrain, choose_candidate, choose_dr, current_primary
-from drorch.timefmt import iso, utcnow
+from drorch.timefmt import format_duration, iso, utcnow
 
 
 def plan(policy, book, mode: str, state_dir: Path, candidate: str | None = None) -> dict:
@@ -32,24 +32,22 @@ def plan(policy, book, mode: str, state_dir: Path, candidate: str | None = None)
     out: dict = {"runbook": book.id, "mode": mode, "at": iso(utcnow()), "nodes": {}, "steps": [], "ok": True}
     branches = ["main"] if mode in MAIN_MODES else ["dr"]
     if mode in MAIN_MODES:
-        if not _choose(ctx, book, out, candidate):
-            if mode == "switchover" or book.dr_branch is None:
-                out["ok"] = False
-                out["blocked"] = "no standby can take over"
-                return out
-            out["escalation"] = ("no standby can be promoted: the run would go to the DR branch " +
-                                 ("at once (auto_escalate)" if book.dr_branch.auto_escalate else
-                                  f"after approval (unanswered after {book.dr_branch.approval.timeout}: "
-                                  f"{book.dr_branch.approval.default})"))
-            branches = ["dr"]
+        if not _choose(ctx, book, out, candidate) and (mode == "switchover" or book.dr_branch is None):
+            out["ok"] = False
+            out["blocked"] = "no standby can take over"
+            return out
     else:
         ctx.roles["primary"] = book.topology.primary
-    if "dr" in branches:
         _choose_dr(ctx, book, out)
     changing = False
     for branch in branches:
         branch_mode = "dr-activate" if branch == "dr" and mode == "failover" else mode
         for step in book.branch(branch):
+            if branch == "main" and needs_standby(step) and not ctx.roles.get("candidate") and \
+                    mode in step_modes(step, branch, book):
+                _escalation(ctx, book, out, step)
+                branches.append("dr")
+                break
             item, changes = _step(ctx, book, step, branch, branch_mode, changing, policy)
             changing = changing or changes
             out["steps"].append(item)
@@ -59,6 +57,14 @@ def plan(policy, book, mode: str, state_dir: Path, candidate: str | None = None)
                 out["ok"] = False
     out["roles"] = dict(ctx.roles)
     return out
+
+
+def _escalation(ctx: RunContext, book, out: dict, step) -> None:
+    approval = book.dr_branch.approval
+    out["escalation"] = (f"no standby can be promoted: at step {step.id} the run would go to the DR branch " +
+                         ("at once (auto_escalate)" if book.dr_branch.auto_escalate else
+                          f"after approval (unanswered after {format_duration(approval.timeout)}: {approval.default})"))
+    _choose_dr(ctx, book, out)
 
 
 def _choose(ctx: RunContext, book, out: dict, forced: str | None) -> bool:

@@ -187,11 +187,9 @@ class Runner:
         for name, reason in choice.reasons.items():
             ctx.note(f"  {name}: {reason}")
         self.journal.save()
-        if choice.candidate is None:
-            if data["mode"] == "switchover" or self.book.dr_branch is None:
-                raise RunStopped("failed", "no standby can take over: " + "; ".join(
-                    f"{n}: {r}" for n, r in choice.reasons.items()) or "no standbys")
-            data["escalating"] = True
+        if choice.candidate is None and (data["mode"] == "switchover" or self.book.dr_branch is None):
+            raise RunStopped("failed", "no standby can take over: " + ("; ".join(
+                f"{n}: {r}" for n, r in choice.reasons.items()) or "no standbys"))
 
     def _choose_dr(self) -> None:
         ctx = self.ctx
@@ -253,6 +251,9 @@ class Runner:
                 entry.update(state="skipped", summary=f"not part of mode {mode}")
                 index += 1
                 continue
+            if branch == "main" and needs_standby(step) and not self.ctx.roles.get("candidate") \
+                    and not self.ctx.roles.get("new_primary"):
+                return "escalate"  # the first step that needs a standby to promote, and there is none
             runs[step.id] += 1
             if runs[step.id] > MAX_EXECUTIONS:
                 raise RunStopped("failed", f"step {step.id} ran {MAX_EXECUTIONS} times in this run (goto loop)")
@@ -411,6 +412,14 @@ class Runner:
             remote = None
         newest = max((r for r in (record, remote) if r), key=lambda r: r.get("at", ""), default=None)
         return newest.get("primary") if newest else None
+
+
+def needs_standby(step) -> bool:
+    """Does the step act on the standby being promoted (a failover without one escalates there)?"""
+    refs = ACTIONS[step.action].node_refs(step.args)
+    if step.guard is not None:
+        refs += ACTIONS[step.guard.action].node_refs(step.guard.args)
+    return any(ref in ("candidate", "new_primary") for ref in refs)
 
 
 def _lsn(text: str) -> int:

@@ -130,8 +130,8 @@ class PgRepoint(Action):
             done.append(node)
         for node in done:
             wait_streaming(node, to, ctx)
-        summary = ", ".join(n.name for n in done) or "no standby"
-        summary = f"{summary} follow(s) {to.name}" + (f"; not repointed: {', '.join(skipped)}" if skipped else "")
+        summary = (f"{', '.join(n.name for n in done)} now follow(s) {to.name}" if done else
+                   "no other standby to repoint") + (f"; not repointed: {', '.join(skipped)}" if skipped else "")
         return Outcome(True, summary, {"repointed": [n.name for n in done], "skipped": skipped})
 
 

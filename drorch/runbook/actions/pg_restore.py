@@ -80,6 +80,7 @@ class PgRestore(Action):
         node.append_settings(node.own_settings(), f"drorch runbook {ctx.run_id}: settings of node {node.name}")
         if not args.start:
             return Outcome(True, f"backup {label} restored onto {node.name}:{target} (not started)", {"backup": label})
+        ctx.note(f"{node.name}: starting the server; it replays the archived WAL, then takes writes")
         node.start(timeout=60)
         node.wait_up(time.monotonic() + ctx.remaining(), writable=True)
         ctx.milestone("writable")
