@@ -96,6 +96,7 @@ class PgWaitCaughtUp(Action):
 
     def run(self, args: CaughtUpArgs, ctx) -> Outcome:
         node = ctx.node(args.node)
+        settled: tuple | None = None  # (replay, receive, since): received mode, replay no longer moving
         while True:
             status = ctx.observe(node)
             if status.role != "standby":
@@ -111,6 +112,16 @@ class PgWaitCaughtUp(Action):
             if lag == 0:
                 return Outcome(True, f"{node.name} replayed {lsn_text(status.replay_lsn)}, caught up with {basis}",
                                {"replay_lsn": lsn_text(status.replay_lsn)})
+            if args.received and not status.replay_paused:
+                # The last bytes received may be part of a record that never arrived whole:
+                # replay that stands still for a second has applied all it can.
+                now = (status.replay_lsn, status.receive_lsn)
+                if settled is None or settled[:2] != now:
+                    settled = (*now, time.monotonic())
+                elif time.monotonic() - settled[2] >= 1.0:
+                    return Outcome(True, f"{node.name} replayed {lsn_text(status.replay_lsn)}, all it can of what "
+                                         f"it received ({human_size(lag)} more is an incomplete record)",
+                                   {"replay_lsn": lsn_text(status.replay_lsn)})
             if ctx.plan or ctx.remaining() <= 0.5:
                 return Outcome(False, f"{node.name} replayed {lsn_text(status.replay_lsn)}: {human_size(lag)} "
                                       f"short of {basis}" + (", replay is paused" if status.replay_paused else ""))
