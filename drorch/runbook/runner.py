@@ -273,9 +273,10 @@ class Runner:
                 return "escalate"
             elif step.goto:
                 index = ids.index(step.goto)
-                for later in ids[index:]:
+                for later in ids[index:]:  # run again from there
                     if later in self.journal.data["steps"]:
                         self.journal.data["steps"][later]["state"] = "pending"
+                        self.journal.data["steps"][later].pop("continued", None)
             else:
                 raise RunStopped("failed", error)
         return "done"

@@ -89,9 +89,14 @@ class PgWaitCaughtUp(Action):
         if args.received:
             return [Manual(f"SQL on {node.name}, repeated until it returns t", "sql",
                            node.psql("SELECT pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn()"))]
-        return [Manual(f"SQL on {of.name} (while it runs)", "sql", of.psql("SELECT pg_current_wal_flush_lsn()")),
+        end_of_wal = (f"{of.bin_dir}/pg_controldata -D {of.pgdata} | grep \"REDO location\"\n"
+                      f"{of.bin_dir}/pg_waldump -p {of.pgdata}/pg_wal -s <REDO location> -q\n"
+                      "# its complaint 'invalid record length at X/Y' gives the end of WAL: X/Y")
+        return [Manual(f"the LSN of {of.name}, while it runs: SQL on {of.name}", "sql",
+                       of.psql("SELECT pg_current_wal_flush_lsn()")),
+                Manual(f"once it is stopped, its end of WAL: {of.on()}", "shell", end_of_wal),
                 Manual(f"SQL on {node.name}, repeated until it returns t", "sql",
-                       node.psql(f"SELECT pg_wal_lsn_diff('<LSN from {of.name}>', pg_last_wal_replay_lsn()) "
+                       node.psql(f"SELECT pg_wal_lsn_diff('<the LSN of {of.name}>', pg_last_wal_replay_lsn()) "
                                  f"<= {args.max_lag}"))]
 
     def run(self, args: CaughtUpArgs, ctx) -> Outcome:

@@ -26,7 +26,8 @@ class Shell(Action):
 
     def describe(self, args: ShellArgs, view) -> list[Manual]:
         who = f" as {args.user}" if args.user else ""
-        return [Manual(f"on host {view.step_host}{who}", "shell", args.command)]
+        where = "on the orchestrator (host local)" if view.step_host == "local" else f"on host {view.step_host}"
+        return [Manual(f"{where}{who}", "shell", args.command)]
 
     def run(self, args: ShellArgs, ctx) -> Outcome:
         command = ctx.expand(args.command)
