@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 from tests.pg import BIN, Cluster, as_postgres, shared_tmpdir
-from tests.sshd import make_setup, scratch_dir
+from tests.sshd import SSHD, make_setup, scratch_dir
 
 SOURCE = "main-db"
 RUNBOOK = "rb"
@@ -25,8 +26,10 @@ def runbook_yaml(env: "Topology", auto_escalate: bool = False) -> str:
     nodes = ""
     for cluster in (env.db1, env.db2, env.dr1):
         name = cluster.pgdata.name
-        fence = f"\n        fence_command: {{host: local, command: \"touch {env.base}/fenced-{name}\"}}" \
-            if name != "dr1" else ""
+        # What a real fence command does (power off, and boot fenced) stood in for: a marker,
+        # and standby.signal so that the server comes back read-only.
+        command = f"touch {env.base}/fenced-{name} && runuser -u postgres -- touch {cluster.pgdata}/standby.signal"
+        fence = f"\n        fence_command: {{host: local, command: \"{command}\"}}" if name != "dr1" else ""
         nodes += f"""
       {name}:
         host: {name}
@@ -251,6 +254,22 @@ sources:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         time.sleep(0.5)  # its backends notice the postmaster's death and exit
+
+    def restart_sshd(self, name: str) -> None:
+        """The host comes back: its sshd again, same port and host key."""
+        server = self.ssh[name].server
+        log = open(server.dir / "sshd.log", "ab")
+        server.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(server.config)], stdin=subprocess.DEVNULL,
+                                          stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 10
+        while server.process.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection((server.address, server.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd of {name} did not come back")
 
     def close(self) -> None:
         for cluster in self.clusters:

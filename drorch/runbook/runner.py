@@ -178,6 +178,8 @@ class Runner:
         seen = ctx.last_seen(primary)
         known = None if seen is None else (_lsn(seen["lsn"]), f"the last WAL position seen on {primary} "
                                                                f"({seen['at']})")
+        if seen is not None and statuses[primary].role != "primary":
+            ctx.facts["last_seen"] = seen  # what the data loss is estimated from until its disk can be read
         choice = choose_candidate(primary, order, statuses, topology.max_lag, known, self.options.candidate)
         choice.primary_why = why
         ctx.roles["candidate"] = choice.candidate

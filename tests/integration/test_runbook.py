@@ -191,6 +191,9 @@ def test_runner_killed_mid_run_and_resumed_does_not_repeat_the_promote(topo, dro
 def test_failover_after_the_primary_is_killed_reports_the_data_lost_in_bytes(topo, drorch):
     primary, standby = topo.db1, topo.db2
     assert topo.writable() == ["db1"]
+    plan = drorch("runbook", "plan", "--policy", topo.policies, RUNBOOK, "--mode", "switchover",
+                  "--state-dir", topo.state, "--json")
+    assert plan.code == 0, plan.out + plan.err  # the last time db1's WAL position is seen
     standby.sql("ALTER SYSTEM SET primary_conninfo = ''")  # it stops receiving: what follows is lost
     standby.sql("SELECT pg_reload_conf()")
     deadline = time.monotonic() + 30
@@ -204,20 +207,27 @@ def test_failover_after_the_primary_is_killed_reports_the_data_lost_in_bytes(top
     expected = standby.scalar("SELECT pg_wal_lsn_diff(%s, %s)", end, received)
     assert expected > 0
     topo.kill_postmaster(primary)
+    topo.ssh["db1"].server.stop()  # and its host cannot be reached: only its fence command can act
 
     result = run_runbook(drorch, topo, "failover")
     assert result.code == 0, result.out + result.err
     report = result.json()
     assert report["roles"] == {**report["roles"], "primary": "db1", "candidate": "db2", "new_primary": "db2"}
-    rpo = report["rpo"]
-    assert rpo["kind"] == "promotion" and rpo["estimate"] is False, rpo
-    assert expected <= rpo["bytes"] <= expected + 65536, (rpo, expected)
-    assert "pg_waldump" in rpo["basis"]
+    fence = next(s for s in report["steps"] if s["id"] == "fence-old-primary")
+    assert "fence command succeeded" in fence["summary"] and (topo.base / "fenced-db1").exists()
+    estimate = report["rpo"]
+    assert estimate["kind"] == "promotion" and estimate["estimate"] is True, estimate
+    assert estimate["bytes"] < expected and "the last WAL position seen on db1" in estimate["basis"]
     assert standby.scalar("SELECT count(*) FROM checks WHERE note = 'lost'") == 0  # what the bytes stand for
     standby.sql("INSERT INTO checks (seq, note) SELECT max(seq) + 1, 'after-failover' FROM checks")  # writes work
-    fence = next(s for s in report["steps"] if s["id"] == "fence-old-primary")
-    assert "found not running" in fence["summary"] and "standby.signal" in fence["summary"]
-    assert (primary.pgdata / "standby.signal").exists()
+
+    topo.restart_sshd("db1")  # the old primary's host comes back: its end of WAL can be read
+    refreshed = drorch("runbook", "report", "--policy", topo.policies, report["run"], "--state-dir", topo.state,
+                       "--refresh", "--json")
+    assert refreshed.code == 0, refreshed.err
+    rpo = refreshed.json()["rpo"]
+    assert rpo["estimate"] is False and "pg_waldump" in rpo["basis"], rpo
+    assert expected <= rpo["bytes"] <= expected + 65536, (rpo, expected)
     markdown = drorch("runbook", "report", "--policy", topo.policies, report["run"], "--state-dir", topo.state)
     assert markdown.code == 0 and f"RPO: {rpo['text']}" in markdown.out and "| promote |" in markdown.out
 
