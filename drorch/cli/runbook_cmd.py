@@ -92,6 +92,19 @@ def render_cmd(ctx, ref, policy_path, as_html) -> None:
     click.echo((render.html if as_html else render.markdown)(book, path, where), nl=False)
 
 
+@runbook_group.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of a runbook file (for editors)."""
+    import json
+
+    from drorch.runbook.model import RunbookDocument
+
+    document = RunbookDocument.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "drorch runbook"
+    click.echo(json.dumps(document, indent=2))
+
+
 @runbook_group.command("plan")
 @click.argument("ref")
 @policy_option

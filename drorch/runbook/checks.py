@@ -159,8 +159,8 @@ def policy_problems(policy, book: Runbook, doc: Marked) -> list[str]:
     for key, branch in BRANCHES:
         for index, step in enumerate(book.branch(branch)):
             step_loc = _branch_loc(key) + (index,)
-            if step.host is not None:
-                _host(hosts, step.host, step_loc + ("host",), out)
+            if step.host is not None:  # a hosts entry, or a node or role (that node's host)
+                _host(hosts | set(topo.nodes) | set(NODE_ROLES), step.host, step_loc + ("host",), out)
             if step.action == "files.restore":
                 source = policy.sources.get(step.args.source)
                 if source is None or source.kind != "files":

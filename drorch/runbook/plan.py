@@ -118,9 +118,10 @@ def _step(ctx: RunContext, book, step, branch: str, mode: str, changing: bool, p
         ok, summary = _evaluate(ctx, action, step.args)
         item["now"] = {"ok": ok, "summary": summary}
         return item, False
-    view = View(book, str(policy.path), dict(ctx.roles))
-    view.step_host = step.host or "local"
-    item["would"] = [f"{m.where + ': ' if m.where else ''}{m.text}" for m in action.describe(step.args, view)]
+    view = View(book, str(policy.path), dict(ctx.roles), mode=mode)
+    view.step_host = ctx.step_host
+    item["would"] = [_expanded(ctx, f"{m.where + ': ' if m.where else ''}{m.text}")
+                     for m in action.describe(step.args, view)]
     if read_only:
         item["later"] = "read-only; evaluated when the run gets there (earlier steps change things)"
     preview = getattr(action, "preview", None)
@@ -130,6 +131,13 @@ def _step(ctx: RunContext, book, step, branch: str, mode: str, changing: bool, p
         except DrorchError as exc:
             item["preview"] = f"cannot tell: {exc.message}"
     return item, not read_only
+
+
+def _expanded(ctx: RunContext, text: str) -> str:
+    try:
+        return ctx.expand(text)
+    except DrorchError:
+        return text
 
 
 def _evaluate(ctx: RunContext, action, args) -> tuple[bool, str]:

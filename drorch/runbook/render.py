@@ -29,8 +29,9 @@ class View:
     `${role.field}` placeholders, or, when the run's roles are known (plan),
     the node that has it."""
 
-    def __init__(self, book: Runbook, policy_path: str = "POLICY", roles: dict | None = None):
-        self.book, self.policy_path, self.roles = book, policy_path, roles or {}
+    def __init__(self, book: Runbook, policy_path: str = "POLICY", roles: dict | None = None,
+                 mode: str | None = None):
+        self.book, self.policy_path, self.roles, self.mode = book, policy_path, roles or {}, mode
         self.step_host = "local"
         self.source = book.topology.source or "SOURCE"
         self.webhook = book.notify.webhook
@@ -40,11 +41,13 @@ class View:
         model = self.book.topology.nodes.get(name) if name else None
         if model is None:
             return NodeView(*(f"${{{ref}.{f}}}" if f != "name" else ref for f in
-                              ("name", "host", "address", "port", "pgdata", "bin_dir", "os_user", "conninfo")))
+                              ("name", "host", "address", "port", "pgdata", "bin_dir", "os_user", "conninfo")),
+                            f"<drill_pgdata of {ref}>")
         conninfo = model.replication_conninfo or \
             f"host={model.connection.host} port={model.connection.port} user={model.connection.user}"
         return NodeView(name, model.host, model.connection.host, str(model.connection.port), model.pgdata,
-                        model.bin_dir, model.os_user, conninfo)
+                        model.bin_dir, model.os_user, conninfo,
+                        model.drill_pgdata or model.pgdata.rstrip("/") + "-drill")
 
     def nodes(self, ref: str) -> list[NodeView]:
         if ref != "standbys":
@@ -164,9 +167,18 @@ def step_section(doc: Doc, book: Runbook, step, branch: str, number: int, view: 
     if step.approval is not None:
         doc.p(f"**Approval**: {step.approval.prompt or step.title} — unanswered after "
               f"{format_duration(step.approval.timeout)}: {step.approval.default}.")
-    view.step_host = step.host or "local"
+    view.step_host = step_host(view, step.host)
     doc.p("**Do:**")
     _manual(doc, action.describe(step.args, view))
+
+
+def step_host(view: View, host: str | None) -> str:
+    """A step's `host:`: a hosts entry, or a node or role (its host)."""
+    if host is None:
+        return "local"
+    if host in view.book.topology.nodes or host in ("primary", "candidate", "new_primary", "dr"):
+        return view.node(host).host
+    return host
 
 
 def _manual(doc: Doc, lines) -> None:

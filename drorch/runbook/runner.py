@@ -250,7 +250,8 @@ class Runner:
                 index += 1
                 continue
             if mode not in step_modes(step, branch, self.book):
-                entry.update(state="skipped", summary=f"not part of mode {mode}")
+                entry.update(state="skipped", summary=f"not part of mode {mode}", title=step.title,
+                             action=step.action)
                 index += 1
                 continue
             if branch == "main" and needs_standby(step) and not self.ctx.roles.get("candidate") \

@@ -54,6 +54,7 @@ class NodeView:
     bin_dir: str
     os_user: str
     conninfo: str
+    drill_pgdata: str = ""
 
     def psql(self, sql: str, dbname: str | None = None) -> str:
         db = f" -d {dbname}" if dbname else ""

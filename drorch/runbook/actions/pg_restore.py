@@ -36,7 +36,7 @@ class PgRestore(Action):
 
     def describe(self, args: RestoreArgs, view) -> list[Manual]:
         node = view.node(args.node)
-        target = args.target or node.pgdata
+        target = args.target or (node.drill_pgdata if view.mode == "drill" else node.pgdata)
         when = f" --backup {args.backup}" if args.backup else ""
         when += f" --time '{args.time}' --target-action promote" if args.time else ""
         when += f" --lsn {args.lsn} --target-action promote" if args.lsn else ""
@@ -48,7 +48,10 @@ class PgRestore(Action):
                        f"echo \"port = {node.port}\" >> {target}/postgresql.auto.conf   # and the node's settings"),
                 Manual(node.on(), "shell", f"{node.bin_dir}/pg_ctl -D {target} -l {target}-drorch.log start"),
                 Manual(f"SQL on {node.name}, repeated until it returns f (recovery done, promoted)", "sql",
-                       node.psql("SELECT pg_is_in_recovery()"))]
+                       node.psql("SELECT pg_is_in_recovery()"))] + (
+            [Manual("", "note", f"in a drill: restore into {node.drill_pgdata} instead, and remove it at the end "
+                                f"(pg_ctl -D {node.drill_pgdata} stop -m immediate; rm -rf {node.drill_pgdata})")]
+            if view.mode is None and not args.target else [])
 
     def preview(self, args: RestoreArgs, ctx) -> str:
         """Plan mode: which backup would be restored."""
