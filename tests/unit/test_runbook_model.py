@@ -221,3 +221,14 @@ def test_rto_and_rpo_from_a_journal():
     dr = {"milestones": {"detected": "2026-01-01T00:10:00Z"}, "objectives": {"rpo": 300},
           "facts": {"dr_restore": {"last_commit": "2026-01-01T00:08:00Z", "backup": "B", "end_lsn": "0/9"}}}
     assert metrics.rpo(dr)["seconds"] == 120.0 and metrics.rpo(dr)["met"] is True
+
+
+def test_the_docs_describe_every_action_and_argument():
+    from drorch.runbook.actions import ACTIONS
+
+    text = (ROOT / "docs" / "runbooks.md").read_text().split("### Actions", 1)[1]
+    for action in ACTIONS.values():
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{action.name}` |")), None)
+        assert row is not None, f"docs/runbooks.md has no row for {action.name}"
+        for name in action.Args.model_fields:
+            assert f"`{name}`" in row, f"docs/runbooks.md: {action.name} does not mention `{name}`"
