@@ -194,7 +194,7 @@ def _asker():
 
 
 def _options(state_dir, as_json, **kwargs):
-    from drorch.runbook.runner import RunOptions
+    from drorch.runbook.runs import RunOptions
 
     return RunOptions(state_dir=state_dir, asker=_asker(), emit=_emitter(as_json), **kwargs)
 
@@ -228,7 +228,7 @@ def _finish(journal: Journal, as_json: bool) -> None:
 @json_option
 def run_cmd(ref, policy_path, mode, candidate, detected_at, failed_at, state_dir, as_json) -> None:
     """Run a runbook in a mode (journaled; resume it if the runner dies)."""
-    from drorch.runbook.runner import start
+    from drorch.runbook.runs import start
 
     policy = load(policy_path)
     book, _, _ = _book(policy_path, ref, True)
@@ -245,7 +245,7 @@ def run_cmd(ref, policy_path, mode, candidate, detected_at, failed_at, state_dir
 @json_option
 def resume_cmd(run_id, policy_path, state_dir, as_json) -> None:
     """Carry on with a run whose runner died (or that failed), from the step it was at."""
-    from drorch.runbook.runner import resume
+    from drorch.runbook.runs import resume
 
     _finish(resume(load(policy_path), run_id, _options(state_dir, as_json)), as_json)
 
@@ -281,7 +281,7 @@ def report_cmd(run_id, policy_path, state_dir, refresh, as_json) -> None:
     from drorch.runbook import report
 
     if refresh:
-        from drorch.runbook.runner import refresh_rpo
+        from drorch.runbook.runs import refresh_rpo
 
         journal = refresh_rpo(load(policy_path), run_id, state_dir)
     else:
@@ -293,7 +293,7 @@ def report_cmd(run_id, policy_path, state_dir, refresh, as_json) -> None:
 
 
 def _journal(policy_path, run_id: str, state_dir: Path):
-    from drorch.runbook.runner import journal_repository
+    from drorch.runbook.runs import journal_repository
 
     repo = None
     try:

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Callable
 
-from drorch.errors import UsageError
+from drorch.errors import DrorchError, UsageError
 from drorch.runbook import template
 from drorch.runbook.actions.base import StepFailed
 from drorch.runbook.approvals import Approvals, Asker, ask
@@ -185,7 +185,10 @@ class RunContext:
         self.statuses[node.name] = status
         if status.role == "primary" and status.flush_lsn is not None:
             seen = {"node": node.name, "lsn": lsn_text(status.flush_lsn), "at": iso(utcnow())}
-            self.journal.state.write(seen, "topology", self.runbook.lease_name, f"last-seen-{node.name}.json")
+            try:
+                self.journal.state.write(seen, "topology", self.runbook.lease_name, f"last-seen-{node.name}.json")
+            except DrorchError:
+                pass  # a cache for estimates: plan still works where the state directory is not writable
             if not self.plan and node.name == self.roles.get("primary"):
                 self.facts["last_seen"] = seen
         return status

@@ -1,7 +1,8 @@
-"""Running a runbook: choose the nodes, run the steps of the mode in order
-(guard, approval, action with timeout and retries, on_failure), journal
-before and after every step, escalate to the DR branch when no standby can
-take over, resume a run whose runner died without repeating what it did.
+"""Running a runbook (runs.py starts and resumes runs): choose the nodes, run
+the steps of the mode in order (guard, approval, action with timeout and
+retries, on_failure), journal before and after every step, escalate to the
+DR branch when no standby can take over, carry on with a run whose runner
+died without repeating what it did.
 
 A step found `running` on resume was interrupted: an idempotent action runs
 again; a non-idempotent one is asked whether it took effect (already_done):
@@ -10,44 +11,25 @@ yes -> recorded as done, not run again; cannot tell -> a person decides.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Callable
 
 from drorch import faults
-from drorch.errors import DrorchError, UsageError
+from drorch.errors import DrorchError
 from drorch.runbook import metrics
 from drorch.runbook.actions import ACTIONS
 from drorch.runbook.actions.base import Outcome, tail
-from drorch.runbook.approvals import Approvals, Asker
 from drorch.runbook.context import RunContext
-from drorch.runbook.journal import Journal, StateDir, new_run_id, run_key, runbook_of, state_key
-from drorch.runbook.lease import TopologyLease
+from drorch.runbook.journal import state_key
 from drorch.runbook.model import MAIN_MODES, step_modes
-from drorch.runbook.notifier import Notifier
 from drorch.runbook.topology import choose_candidate, choose_dr, current_primary
 from drorch.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 MAX_EXECUTIONS = 10  # of one step in one run (goto loops)
-
-
-@dataclass
-class RunOptions:
-    state_dir: Path
-    candidate: str | None = None
-    detected_at: datetime | None = None
-    failed_at: datetime | None = None
-    asker: Asker | None = None
-    emit: Callable[[str, str], None] = field(default=lambda kind, text: None)
 
 
 class RunStopped(DrorchError):
@@ -56,78 +38,9 @@ class RunStopped(DrorchError):
         self.status = status
 
 
-def digest(book) -> str:
-    return hashlib.sha256(json.dumps(book.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-
-
-def journal_repository(policy, book):
-    from drorch.factory import open_repository, repository_name
-
-    name = book.topology.repository or repository_name(policy, book.topology.source, None)
-    return open_repository(policy, name, create=True)
-
-
-def start(policy, book, mode: str, options: RunOptions) -> Journal:
-    if mode not in book.modes:
-        raise UsageError(f"runbook {book.id} has no mode {mode} (modes: {', '.join(book.modes)})")
-    repo = journal_repository(policy, book)
-    state = StateDir(options.state_dir)
-    now = utcnow()
-    run_id = new_run_id(book.id, now, lambda r: state.path("runs", r).exists() or
-                        repo.storage.stat(run_key(r)) is not None)
-    lease = TopologyLease(repo, book.lease_name, run_id, book.lease).acquire()
-    try:
-        objectives = {key: (value.total_seconds() if hasattr(value, "total_seconds") else value)
-                      for key, value in book.objectives}
-        journal = Journal.create(run_id, {
-            "runbook": book.id, "title": book.title, "mode": mode, "started": iso(now),
-            "runbook_digest": digest(book), "runbook_file": str(policy.runbook_docs[book.id].path),
-            "host": socket.gethostname(), "pid": os.getpid(), "objectives": objectives, "branch": "main"
-            if mode in MAIN_MODES else "dr", "failed_at": iso(options.failed_at) if options.failed_at else None,
-            "milestones": {"detected": iso(options.detected_at or now), "started": iso(now)}}, state, repo)
-        options.emit("info", f"run {run_id}: {book.title}, mode {mode}")
-        Runner(_context(policy, book, journal, options), lease, options).go(fresh=True)
-        return journal
-    finally:
-        lease.release()
-
-
-def resume(policy, run_id: str, options: RunOptions) -> Journal:
-    book_id = runbook_of(run_id)
-    if book_id not in policy.runbooks:
-        raise UsageError(f"run {run_id} is of runbook {book_id}, which is not in {policy.path}")
-    book = policy.runbooks[book_id]
-    repo = journal_repository(policy, book)
-    journal = Journal.load(run_id, StateDir(options.state_dir), repo)
-    status = journal.data["status"]
-    if status in ("succeeded", "rolled-back"):
-        raise UsageError(f"run {run_id} has ended ({status}); nothing to resume")
-    lease = TopologyLease(repo, book.lease_name, run_id, book.lease).acquire()
-    try:
-        if journal.data.get("runbook_digest") != digest(book):
-            options.emit("warn", f"runbook {book.id} changed since run {run_id} started; steps are matched by id")
-        journal.data["status"] = "running"
-        journal.data.setdefault("resumed", []).append({"at": iso(utcnow()), "host": socket.gethostname(),
-                                                       "pid": os.getpid()})
-        journal.save()
-        options.emit("info", f"resuming run {run_id} ({journal.data['mode']}) at step "
-                             f"{(journal.data.get('cursor') or {}).get('step', 'the start')}")
-        Runner(_context(policy, book, journal, options), lease, options).go(fresh=False)
-        return journal
-    finally:
-        lease.release()
-
-
-def _context(policy, book, journal: Journal, options: RunOptions) -> RunContext:
-    approvals = Approvals(journal.state, journal.repo)
-    notifier = Notifier(journal.state, journal.run_id, book.id, book.notify.webhook)
-    return RunContext(policy, book, journal, approvals=approvals, notifier=notifier, asker=options.asker,
-                      emit=options.emit)
-
-
 class Runner:
-    def __init__(self, ctx: RunContext, lease: TopologyLease, options: RunOptions):
-        self.ctx, self.lease, self.options = ctx, lease, options
+    def __init__(self, ctx: RunContext, lease, candidate: str | None, emit: Callable[[str, str], None]):
+        self.ctx, self.lease, self.candidate, self.emit = ctx, lease, candidate, emit
         self.journal, self.book = ctx.journal, ctx.runbook
 
     def go(self, fresh: bool) -> None:
@@ -159,7 +72,7 @@ class Runner:
             self.ctx.milestone("finished")
             data["outcome"] = {"rto": metrics.rto(data), "rpo": metrics.rpo(data)}
             self.journal.save()
-            self.options.emit("end", f"run {self.journal.run_id}: {data['status']}" +
+            self.emit("end", f"run {self.journal.run_id}: {data['status']}" +
                               (f": {data['error']}" if data.get("error") else ""))
 
     # -- choosing nodes -------------------------------------------------------------
@@ -180,7 +93,7 @@ class Runner:
                                                                f"({seen['at']})")
         if seen is not None and statuses[primary].role != "primary":
             ctx.facts["last_seen"] = seen  # what the data loss is estimated from until its disk can be read
-        choice = choose_candidate(primary, order, statuses, topology.max_lag, known, self.options.candidate)
+        choice = choose_candidate(primary, order, statuses, topology.max_lag, known, self.candidate)
         choice.primary_why = why
         ctx.roles["candidate"] = choice.candidate
         data["choice"] = choice.as_dict()
@@ -227,6 +140,9 @@ class Runner:
             data["escalation"]["approval"] = why
             if not approved:
                 raise RunStopped("failed", f"no standby can take over and DR activation was not approved: {why}")
+        if self.ctx.roles.get("candidate"):  # it could not take over: the DR branch fences it with the rest
+            data["escalation"]["candidate"] = self.ctx.roles["candidate"]
+            self.ctx.roles["candidate"] = None
         if "dr" not in self.ctx.roles or not self.ctx.roles["dr"]:
             self._choose_dr()
         data["branch"], data["cursor"], data["escalating"] = "dr", None, False
@@ -298,7 +214,7 @@ class Runner:
             ctx.repeating = True
         entry.update(state="running", started=iso(utcnow()), ended=None, title=step.title, action=step.action)
         self.journal.save()
-        self.options.emit("step", f"{step.id}: {step.title} ({step.action})")
+        self.emit("step", f"{step.id}: {step.title} ({step.action})")
         outcome = self._guard(step, entry)
         if outcome is None and step.approval and not entry.get("approved"):
             approved, why = ctx.ask(ctx.expand(step.approval.prompt or step.title),
@@ -352,7 +268,7 @@ class Runner:
             if outcome.ok:
                 break
             if attempt < step.retries:
-                self.options.emit("warn", f"{step.id}: {outcome.summary}; trying again")
+                self.emit("warn", f"{step.id}: {outcome.summary}; trying again")
                 time.sleep(step.retry_delay.total_seconds())
                 self.ctx.repeating = True
         faults.checkpoint(f"runbook-after-action-{step.id}")
@@ -374,7 +290,7 @@ class Runner:
         if state == "succeeded" and step.milestone:
             self.ctx.milestone(step.milestone)
         self.journal.save()
-        self.options.emit("step-" + state, f"{step.id}: {outcome.summary}")
+        self.emit("step-" + state, f"{step.id}: {outcome.summary}")
         return state != "failed"
 
     # -- the end -----------------------------------------------------------------------
@@ -432,25 +348,3 @@ def _lsn(text: str) -> int:
     return parse_lsn(text)
 
 
-def refresh_rpo(policy, run_id: str, state_dir: Path) -> Journal:
-    """`report --refresh`: read the old primary's end of WAL now that it can be reached
-    (it must be stopped) and recompute the data loss exactly."""
-    book = policy.runbooks.get(runbook_of(run_id))
-    if book is None:
-        raise UsageError(f"run {run_id} is of runbook {runbook_of(run_id)}, which is not in {policy.path}")
-    journal = Journal.load(run_id, StateDir(state_dir), journal_repository(policy, book))
-    end = journal.data["facts"].get("old_primary_end") or {}
-    name = journal.data.get("roles", {}).get("primary")
-    if end.get("lsn") or not name or not journal.data["facts"].get("promotion"):
-        return journal
-    ctx = RunContext(policy, book, journal)
-    node = ctx.node_at(name)
-    if node.running():
-        raise DrorchError(f"{name} runs: its end of WAL cannot be read while it runs",
-                          "stop it (it is fenced with standby.signal), or rejoin it with pg.rewind, which reads "
-                          "it first")
-    lsn, basis = node.end_of_wal()
-    ctx.old_end_of_wal(name, lsn, basis)
-    journal.data["outcome"] = {"rto": metrics.rto(journal.data), "rpo": metrics.rpo(journal.data)}
-    journal.save()
-    return journal

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from drorch.policy import load_policy
-from drorch.runbook import runner
+from drorch.runbook import runs as runner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,3 +248,63 @@ def test_notify_posts_to_the_webhook_and_writes_the_log(tmp_path, drorch, webhoo
                          "run": run_id}]
     logged = [json.loads(line) for line in (env.state / "notifications.log").read_text().splitlines()]
     assert logged[-1]["message"] == f"DR on d (run {run_id})"
+
+
+def _ghost_env(tmp_path: Path, then: list[dict]) -> Env:
+    """A node whose host cannot be reached (nothing listens on its SSH port) and has no fence command."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = Env(tmp_path, [{"id": "fence", "title": "fence the old primary", "action": "pg.fence",
+                          "modes": ["dr-activate"], "args": {"nodes": ["primary"], "approval_timeout": "2s"}},
+                         *then])
+    policy = env.policies / "policy.yaml"
+    policy.write_text(policy.read_text() + f"hosts:\n  ghost: {{address: 127.0.0.1, port: {port}, user: root, "
+                      f"key_file: {tmp_path}/no-key, known_hosts: {tmp_path}/no-known-hosts}}\n")
+    book = env.policies / "runbook.yaml"
+    book.write_text(book.read_text().replace("p:\n        pgdata: /srv/p", "p:\n        host: ghost\n        "
+                                                                           "pgdata: /srv/p"))
+    return env
+
+
+def test_an_unreachable_server_is_not_fenced_the_run_stops_at_a_split_brain_question(tmp_path, drorch):
+    marker = tmp_path / "promoted"
+    env = _ghost_env(tmp_path, [shell("take-over", f"touch {marker}")])
+    result = env.run(drorch)
+    assert result.code == 1, result.out + result.err
+    report = result.json()
+    fence = report["steps"][0]
+    assert fence["state"] == "failed" and "p NOT fenced: host ghost not reachable" in fence["summary"]
+    assert "no fence_command" in fence["summary"] and "rejected by nobody" in fence["summary"]
+    question = report["approvals"]["split-brain-p"]
+    assert question["decision"] == "reject" and "SPLIT-BRAIN RISK" in question["prompt"]
+    assert "fenced" not in report["milestones"] and not marker.exists()  # nothing went on
+
+
+def test_a_person_who_made_sure_the_server_is_down_lets_the_run_go_on(tmp_path, drorch):
+    marker = tmp_path / "promoted"
+    env = _ghost_env(tmp_path, [shell("take-over", f"touch {marker}")])
+    book = env.policies / "runbook.yaml"
+    book.write_text(book.read_text().replace("approval_timeout: 2s", "approval_timeout: 60s"))
+    policy = load_policy(env.policies)
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(journal=runner.start(
+        policy, policy.runbooks["local"], "dr-activate", runner.RunOptions(state_dir=env.state))))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while True:
+        ids = env.run_ids() if (env.state / "runs").exists() else []
+        waiting = env.journal(ids[0]).get("waiting") if ids else None
+        if waiting:
+            break
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.1)
+    assert waiting["step"] == "fence" and "SPLIT-BRAIN RISK: p could not be fenced" in waiting["prompt"]
+    assert drorch("runbook", "approve", "--policy", env.policies, ids[0], "fence", "--state-dir", env.state).code == 0
+    thread.join(60)
+    journal = box["journal"].data
+    assert journal["status"] == "succeeded" and marker.exists()
+    assert "a person confirmed that p is down" in journal["steps"]["fence"]["summary"]
+    assert "not observed by drorch" in journal["steps"]["fence"]["summary"]

@@ -125,7 +125,7 @@ def test_the_example_validates_and_its_rendered_document_is_up_to_date():
     text = render.markdown(book, "policies/pg-failover.yaml", SHOWN_POLICY)
     assert EXAMPLE_MD.read_text() == text, (
         "examples/pg-failover.md is not the rendering of policies/pg-failover.yaml; regenerate it: "
-        f"python -c \"from tests.unit.test_runbook_model import regenerate; regenerate()\"")
+        "python -c \"from tests.unit.test_runbook_model import regenerate; regenerate()\"")
 
 
 def regenerate() -> None:
