@@ -8,7 +8,7 @@ from drorch.policy.yamlmarks import Marked, dotted
 from drorch.runbook import template
 from drorch.runbook.actions import ACTIONS, PRODUCTION_ACTIONS
 from drorch.runbook.actions.base import NODE_ROLES
-from drorch.runbook.model import DR_MODES, MAIN_MODES, Runbook, step_modes
+from drorch.runbook.model import DR_MODES, MAIN_MODES, MODES, Runbook, step_modes
 
 BRANCHES = (("steps", "main"), ("rollback", "rollback"), ("dr_branch", "dr"))
 
@@ -73,7 +73,7 @@ def _topology(book: Runbook, out: _Problems) -> None:
 
 def _step(book: Runbook, step, branch: str, ids: set, loc: tuple, out: _Problems) -> None:
     action = ACTIONS[step.action]
-    allowed = MAIN_MODES if branch in ("main", "rollback") else DR_MODES
+    allowed = {"main": MAIN_MODES, "dr": DR_MODES, "rollback": MODES}[branch]
     for index, mode in enumerate(step.modes or []):
         if mode not in allowed:
             out.add(loc + ("modes", index), f"a step of this list runs in {' or '.join(allowed)}, not {mode}")
@@ -89,8 +89,8 @@ def _step(book: Runbook, step, branch: str, ids: set, loc: tuple, out: _Problems
     if step.host is not None and not action.uses_host:
         out.add(loc + ("host",), f"{step.action} acts on `args.node`, not on a host: remove `host:`")
     if "drill" in step_modes(step, branch, book) and step.action in PRODUCTION_ACTIONS:
-        out.add(loc + ("action",), f"{step.action} changes production servers and must not run in a drill: "
-                "give this step `modes: [dr-activate]`")
+        fix = "give this step `modes: [dr-activate]`" if branch == "dr" else "leave drill out of its `modes:`"
+        out.add(loc + ("action",), f"{step.action} changes production servers and must not run in a drill: {fix}")
     _references(book, step.args, action, branch, loc + ("args",), out)
     if step.guard is not None:
         guard_action = ACTIONS[step.guard.action]

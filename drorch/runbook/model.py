@@ -21,6 +21,7 @@ MODES = ("switchover", "failover", "dr-activate", "drill")
 MAIN_MODES = ("switchover", "failover")  # modes that run `steps:`
 DR_MODES = ("dr-activate", "drill")  # modes that run `dr_branch.steps` (escalation runs them as dr-activate)
 Mode = Literal["switchover", "failover", "dr-activate", "drill"]
+ROLLBACK_MODES = ("switchover", "failover", "dr-activate")  # by default: a drill changes nothing to undo
 MILESTONES = ("detected", "started", "fenced", "promoted", "writable", "restored", "verified", "finished")
 
 
@@ -217,6 +218,6 @@ class RunbookDocument(Model):
 
 def step_modes(step, branch: str, runbook: Runbook) -> list[str]:
     """The modes a step runs in."""
-    own = MAIN_MODES if branch in ("main", "rollback") else DR_MODES
+    own = {"main": MAIN_MODES, "dr": DR_MODES, "rollback": ROLLBACK_MODES}[branch]
     return [m for m in (step.modes or own) if m in runbook.modes or (m == "dr-activate" and "failover" in
                                                                         runbook.modes)]

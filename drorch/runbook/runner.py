@@ -51,14 +51,16 @@ class Runner:
             while True:
                 if data.get("escalating"):
                     self._escalate()
+                if data.get("rolling_back"):  # also when resumed in the middle of a rollback
+                    self._roll_back()
                 result = self._branch(data["branch"])
                 if result == "escalate":
                     data["escalating"] = True
-                    continue
-                if result == "rollback":
-                    self._branch("rollback")
-                    raise RunStopped("rolled-back", data.get("error") or "rolled back")
-                break
+                elif result == "rollback":
+                    data["rolling_back"], data["rollback_of"] = True, data.get("error")
+                    self.journal.save()
+                else:
+                    break
             data["status"] = "succeeded"
             data.pop("error", None)
             self.ctx.milestone("verified")
@@ -74,6 +76,14 @@ class Runner:
             self.journal.save()
             self.emit("end", f"run {self.journal.run_id}: {data['status']}" +
                               (f": {data['error']}" if data.get("error") else ""))
+
+    def _roll_back(self) -> None:
+        why = self.journal.data.get("rollback_of") or "a step failed"
+        try:
+            self._branch("rollback")
+        except RunStopped as stop:
+            raise RunStopped("failed", f"{why}; then the rollback failed: {stop.message}") from None
+        raise RunStopped("rolled-back", why)
 
     # -- choosing nodes -------------------------------------------------------------
 

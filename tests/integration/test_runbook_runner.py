@@ -308,3 +308,24 @@ def test_a_person_who_made_sure_the_server_is_down_lets_the_run_go_on(tmp_path, 
     assert journal["status"] == "succeeded" and marker.exists()
     assert "a person confirmed that p is down" in journal["steps"]["fence"]["summary"]
     assert "not observed by drorch" in journal["steps"]["fence"]["summary"]
+
+
+def test_a_failed_step_rolls_back_and_a_rollback_interrupted_is_resumed_not_the_failed_step(tmp_path, drorch):
+    marks = tmp_path / "marks"
+    env = Env(tmp_path, [shell("change", f"echo change >> {marks}", idempotent=True),
+                         shell("breaks", f"echo breaks >> {marks}; exit 1", on_failure="rollback")])
+    book = env.policies / "runbook.yaml"
+    text = yaml.safe_load(book.read_text())
+    text["runbook"]["rollback"] = [shell("undo-1", f"echo undo-1 >> {marks}", idempotent=True),
+                                   shell("undo-2", f"echo undo-2 >> {marks}", idempotent=True)]
+    book.write_text(yaml.safe_dump(text, sort_keys=False))
+    killed = env.subprocess("run", "local", "--mode", "dr-activate", fault="runbook-after-action-undo-1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_id = env.run_ids()[-1]
+    resumed = drorch("runbook", "resume", "--policy", env.policies, run_id, "--state-dir", env.state, "--json")
+    assert resumed.code == 1, resumed.out + resumed.err
+    report = resumed.json()
+    assert report["status"] == "rolled-back" and report["error"].startswith("step breaks failed")
+    assert marks.read_text() == "change\nbreaks\nundo-1\nundo-1\nundo-2\n"  # the failed step was not run again
+    again = drorch("runbook", "resume", "--policy", env.policies, run_id, "--state-dir", env.state)
+    assert again.code == 2 and "has ended (rolled-back)" in again.err
