@@ -28,8 +28,9 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
     locks = {name: (repo.object_lock.mode, lock_period(policy, name))
              for name, repo in sorted(policy.repositories.items()) if getattr(repo, "object_lock", None)}
     summary = {"ok": True, "files": [str(f) for f in policy.files],
-               "repositories": sorted(policy.repositories), "sources": sorted(policy.sources),
-               "runbooks": sorted(policy.runbooks)}
+               "repositories": sorted(policy.repositories), "sources": sorted(policy.sources)}
+    if policy.runbooks:
+        summary["runbooks"] = sorted(policy.runbooks)
     if locks:
         summary["object_lock"] = {name: {"mode": mode, "period_seconds": int(period.period.total_seconds()),
                                          "why": period.why} for name, (mode, period) in locks.items()}

@@ -87,7 +87,8 @@ def _cell(value: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escape, then `code` and **bold**."""
+    """Escape, then `code`, **bold** and *emphasis*."""
     escaped = html.escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+    return re.sub(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])", r"<em>\1</em>", escaped)

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from drorch.errors import DrorchError, HostError
+from drorch.errors import DrorchError, HostError, HostUnreachableError
 from drorch.policy.models import Model
 from drorch.policy.types import Duration
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field, tail
@@ -105,8 +105,10 @@ def fence_one(node, args: FenceArgs, ctx) -> tuple[str | None, str, list[str]]:
         proof, why = _fence_on_host(node, args, ctx, output)
         if proof:
             return proof, "", output
-    except HostError as exc:
+    except HostUnreachableError as exc:
         why = f"host {node.spec.host} not reachable: {exc.message}"
+    except HostError as exc:  # reached, but the commands failed (sudo, pg_ctl): no proof either
+        why = f"on host {node.spec.host}: {exc.message}"
     fence = ctx.fence_command(node.name)
     if fence is not None:
         command = ctx.expand(fence.command)
