@@ -8,7 +8,7 @@ import click
 
 from drorch import __version__
 from drorch.cli import (backup, binlog_cmd, check, copy_cmd, daemon_cmd, expire, listing, pin, policy_cmd, repo_cmd,
-                        restore, schedule_cmd, show, wal_cmd)
+                        restore, runbook_cmd, schedule_cmd, show, wal_cmd)
 from drorch.cli import notify_cmd, report_cmd
 from drorch.cli import verify as verify_cmd
 from drorch.cli.render import run_main, setup_logging
@@ -27,7 +27,7 @@ def cli(verbose: int) -> None:
 
 
 for module in (policy_cmd, repo_cmd, backup, listing, show, restore, expire, pin, wal_cmd, check, copy_cmd, binlog_cmd,
-               schedule_cmd, daemon_cmd):
+               schedule_cmd, daemon_cmd, runbook_cmd):
     module.register(cli)
 notify_cmd.register(cli)
 report_cmd.register(cli)

@@ -29,6 +29,8 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
              for name, repo in sorted(policy.repositories.items()) if getattr(repo, "object_lock", None)}
     summary = {"ok": True, "files": [str(f) for f in policy.files],
                "repositories": sorted(policy.repositories), "sources": sorted(policy.sources)}
+    if policy.runbooks:
+        summary["runbooks"] = sorted(policy.runbooks)
     if locks:
         summary["object_lock"] = {name: {"mode": mode, "period_seconds": int(period.period.total_seconds()),
                                          "why": period.why} for name, (mode, period) in locks.items()}
@@ -41,7 +43,7 @@ def check(path: str | None, policy_path, as_json: bool) -> None:
         emit_json(summary)
         return
     say(f"policy OK: {len(policy.files)} file(s), {len(policy.repositories)} repositories, "
-        f"{len(policy.sources)} sources")
+        f"{len(policy.sources)} sources" + (f", {len(policy.runbooks)} runbooks" if policy.runbooks else ""))
     for name, (mode, period) in locks.items():
         say(f"  repository {name}: Object Lock {mode}, each object locked {period.why}")
     for name, source in sorted(policy.sources.items()):

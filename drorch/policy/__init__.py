@@ -1,5 +1,5 @@
 """Policies: what to back up, where to, when, and how long to keep it."""
 
-from drorch.policy.loader import DEFAULT_POLICY_PATH, Policy, load_policy
+from drorch.policy.loader import DEFAULT_POLICY_PATH, Policy, load_policy, load_runbook_file
 
-__all__ = ["DEFAULT_POLICY_PATH", "Policy", "load_policy"]
+__all__ = ["DEFAULT_POLICY_PATH", "Policy", "load_policy", "load_runbook_file"]

@@ -42,6 +42,8 @@ class Policy:
     notify: list = field(default_factory=list)  # channels of every file, in file order
     reports: Reports = field(default_factory=Reports)
     origin: Path | None = None  # where relative paths (hooks) point: the policy's own directory
+    runbooks: dict[str, Any] = field(default_factory=dict)  # files whose top level is `runbook:`
+    runbook_docs: dict[str, Marked] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
@@ -80,6 +82,9 @@ def load_policy(path: Path | str) -> Policy:
         problems += doc.problems
         if doc.problems:
             continue
+        if isinstance(doc.data, dict) and "runbook" in doc.data:
+            _add_runbook(policy, doc, problems)
+            continue
         if not isinstance(doc.data, dict):
             problems.append(f"{doc.where(())}: <top>: a policy file is a mapping of sections "
                             f"({', '.join(SECTIONS)})")
@@ -104,6 +109,40 @@ def _origin(path: Path) -> Path | None:
         return Path(marker.read_text().strip())
     except OSError:
         return None
+
+
+def load_runbook_file(path: Path | str):
+    """One runbook file on its own (no policy): (runbook, its marked document)."""
+    policy = Policy(path=Path(path), files=[Path(path)])
+    doc = load_marked(Path(path))
+    problems = list(doc.problems)
+    if not problems and not (isinstance(doc.data, dict) and "runbook" in doc.data):
+        problems.append(f"{doc.where(())}: <top>: a runbook file has one top-level key, `runbook:`")
+    if not problems:
+        _add_runbook(policy, doc, problems)
+    if problems:
+        raise PolicyError(problems, "fix the lines above")
+    book = next(iter(policy.runbooks.values()))
+    return book, doc
+
+
+def _add_runbook(policy: Policy, doc: Marked, problems: list[str]) -> None:
+    from drorch.runbook.checks import runbook_problems
+    from drorch.runbook.model import RunbookDocument
+
+    try:
+        book = RunbookDocument.model_validate(doc.data).runbook
+    except ValidationError as exc:
+        problems += [_describe(doc, err, RunbookDocument) for err in exc.errors()]
+        return
+    found = runbook_problems(book, doc)
+    if book.id in policy.runbooks:
+        found.append(f"{doc.where(('runbook', 'id'))}: runbook.id: runbook {book.id!r} is defined twice (also "
+                     f"in {policy.runbook_docs[book.id].path})")
+    problems += found
+    if not found:
+        policy.runbooks[book.id] = book
+        policy.runbook_docs[book.id] = doc
 
 
 def _merge(policy: Policy, doc: Marked, model: PolicyDocument, problems: list[str]) -> None:
@@ -155,7 +194,17 @@ def _cross_references(policy: Policy) -> list[str]:
                 known = ", ".join(["local", *sorted(set(policy.hosts) - {"local"})])
                 problems.append(f"{policy.where('sources', name, *keys)}: sources.{name}.{'.'.join(keys)}: "
                                 f"no host named {host!r} (hosts: {known})")
-    return problems + object_lock_problems(policy) + _host_references(policy) + schedule_problems(policy)
+    return (problems + object_lock_problems(policy) + _host_references(policy) + schedule_problems(policy)
+            + _runbook_references(policy))
+
+
+def _runbook_references(policy: Policy) -> list[str]:
+    if not policy.runbooks:
+        return []
+    from drorch.runbook.checks import policy_problems
+
+    return [p for name, book in policy.runbooks.items()
+            for p in policy_problems(policy, book, policy.runbook_docs[name])]
 
 
 def _host_refs(source) -> list[tuple[tuple[str, ...], str]]:
@@ -211,15 +260,15 @@ def _real_loc(data: Any, loc: tuple) -> tuple:
     return tuple(out)
 
 
-def _describe(doc: Marked, err: dict) -> str:
+def _describe(doc: Marked, err: dict, root: type[BaseModel] = PolicyDocument) -> str:
     loc = _real_loc(doc.data, tuple(step for step in err["loc"] if step != "[key]"))
     kind = err["type"]
-    if kind in ("invalid_kind", "invalid_type"):  # point at the discriminator key itself
+    if kind in ("invalid_kind", "invalid_type", "invalid_action"):  # point at the discriminator key itself
         field = kind.removeprefix("invalid_")
         if isinstance(_value_at(doc.data, loc), dict) and field in _value_at(doc.data, loc):
             loc = loc + (field,)
     if kind == "extra_forbidden":
-        allowed = _fields_at(tuple(err["loc"])[:-1])
+        allowed = _fields_at(tuple(err["loc"])[:-1], root)
         guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         message = "unknown key" + (f"; did you mean {guess[0]!r}?" if guess else "")
     elif kind == "missing":
@@ -241,9 +290,9 @@ def _value_at(data: Any, loc: tuple) -> Any:
     return data
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple, root: type[BaseModel] = PolicyDocument) -> list[str]:
     """The keys allowed in the mapping that pydantic's loc (tags included) points into."""
-    current: Any = PolicyDocument
+    current: Any = root
     for step in loc:
         current = _step(current, step)
         if current is None:
@@ -271,7 +320,7 @@ def _step(annotation: Any, step: Any) -> Any:
         for member in args:  # a tagged union: the step is the tag
             inner = typing.get_args(member)[0] if typing.get_origin(member) is typing.Annotated else member
             if _is_model(inner):
-                for field in ("kind", "type"):
+                for field in ("kind", "type", "action"):
                     info = inner.model_fields.get(field)
                     if info is not None and step in typing.get_args(info.annotation):
                         return inner

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 CONFIG = "config"
 #: keys rewritten or removed in normal use: never put under Object Lock retention
-MUTABLE_PREFIXES = ("locks/", "runs/", "pins/", "probe/", "verify/")
+MUTABLE_PREFIXES = ("locks/", "runs/", "pins/", "probe/", "verify/", "runbooks/")
 TYPE_LETTER = {"full": "F", "diff": "D", "incr": "I"}
 LETTER_TYPE = {v: k for k, v in TYPE_LETTER.items()}
 LABEL_RE = re.compile(r"^(\d{8}T\d{6}Z)-([FDI])$")
