@@ -27,12 +27,14 @@ class Packer:
         self.packs: list[dict] = []
         self.stored_bytes = 0
 
-    def add(self, blob: bytes) -> tuple[int, int]:
-        """Append one blob; returns (pack number, offset)."""
+    def add(self, *parts: bytes) -> tuple[int, int]:
+        """Append one blob, given as one or more parts (copied once, into the
+        pack); returns (pack number, offset)."""
         sealed = None
         with self._lock:
             number, offset = self._number, len(self._buf)
-            self._buf += blob
+            for part in parts:
+                self._buf += part
             self._blobs += 1
             if len(self._buf) >= self.target:
                 sealed = self._seal()

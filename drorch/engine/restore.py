@@ -20,6 +20,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from drorch.engine.memory import one_malloc_arena
 from drorch.engine.pipeline import checksum_of
 from drorch.engine.progress import Progress
 from drorch.engine.selection import materialise_hardlinks, select_entries
@@ -58,6 +59,7 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
 
         return run_chain_restore(repo, source, manifest, options, host)
     started = time.monotonic()
+    one_malloc_arena()
     progress = progress or Progress()
     all_entries = read_entries(repo, manifest)
     entries = materialise_hardlinks(select_entries(all_entries, options.include), all_entries)
