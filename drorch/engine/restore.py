@@ -118,6 +118,7 @@ class _TreeRestore:
         self.existing = options.force or options.delta
         self._lock = threading.Lock()
         self._dirs: set[str] = set()  # directories known to exist
+        self._meta_on_close = True  # the host's write handles set a file's metadata as they close it
 
     def path(self, entry_path: str) -> str:
         return join_under(self.options.target, entry_path)
@@ -148,7 +149,8 @@ class _TreeRestore:
                 self._make_other(entry)
         self.progress.phase = "metadata"
         for entry in entries:
-            if entry.type not in (DIR, HARDLINK) and entry.path not in self.result.failures:
+            if entry.type not in (DIR, HARDLINK) and entry.path not in self.result.failures \
+                    and not (entry.type == FILE and self._meta_on_close):
                 self.host.set_meta(self.path(entry.path), entry)
         for entry in reversed(entries):
             if entry.type == DIR:
@@ -222,15 +224,16 @@ class _TreeRestore:
                 continue
             todo, handle = self._blocks_to_write(entry, path)
             if todo is None:
+                self.host.set_meta(path, entry)  # --delta: the bytes are right, maybe not the rest
                 self.result.unchanged_files += 1
                 self.progress.add(files=1, nbytes=entry.size)
                 continue
             self.result.files += 1
             if not todo:
-                self.host.open_write(path, entry.size).close()
+                self._finish(self.host.open_write(path, entry.size), entry)
                 self.progress.add(files=1)
                 continue
-            out = _FileOut(path, entry.size, handle, len(todo))
+            out = _FileOut(handle, len(todo))
             for index in todo:
                 block = entry.blocks[index]
                 groups[(block[0], block[1])].append((block, entry, out, index * entry.bs))
@@ -299,21 +302,30 @@ class _TreeRestore:
                                    f"(object {object_key}, bytes {block[2]}-{block[2] + block[3]})")
             return 0, 0
         if out.remaining == 1 and out.handle is None:  # the only block (most files): no one to share with
-            handle = out.handle = self.host.open_write(out.path, out.size)
+            handle = out.handle = self.host.open_write(self.path(entry.path), entry.size)
             handle.pwrite(raw, offset)
             out.remaining = 0
-            handle.close()
+            self._finish(handle, entry)
             return len(raw), 1
         with self._lock:
             if out.handle is None:
-                out.handle = self.host.open_write(out.path, out.size)
+                out.handle = self.host.open_write(self.path(entry.path), entry.size)
         out.handle.pwrite(raw, offset)
         with self._lock:
             out.remaining -= 1
             done = out.remaining == 0
         if done:
-            out.handle.close()
+            self._finish(out.handle, entry)
         return len(raw), int(done)
+
+    def _finish(self, handle, entry: Entry) -> None:
+        """Close a file that is complete, setting its metadata on the way when the host can."""
+        finish = getattr(handle, "finish", None)
+        if finish is None:
+            handle.close()
+            self._meta_on_close = False  # the metadata pass sets it
+        else:
+            finish(entry)
 
     def _fail(self, entry: Entry, out: "_FileOut | None", why: str) -> None:
         with self._lock:
@@ -327,12 +339,12 @@ class _TreeRestore:
 
 
 class _FileOut:
-    """One file being written: where, how large, its handle once open, blocks to go."""
+    """One file being written: its handle once open, and how many blocks are to go."""
 
-    __slots__ = ("path", "size", "handle", "remaining")
+    __slots__ = ("handle", "remaining")
 
-    def __init__(self, path: str, size: int, handle, remaining: int):
-        self.path, self.size, self.handle, self.remaining = path, size, handle, remaining
+    def __init__(self, handle, remaining: int):
+        self.handle, self.remaining = handle, remaining
 
 
 def entry_chunks(repo: Repository, source: str, entry: Entry):

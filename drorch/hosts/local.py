@@ -25,10 +25,11 @@ READ_CHUNK = 8 << 20
 
 
 class LocalWriteHandle:
-    def __init__(self, path: str, size: int, truncate: bool = True):
+    def __init__(self, path: str, size: int, truncate: bool = True, owners: bool = False):
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if truncate else 0)
         self.fd = os.open(path, flags, 0o600)
-        if size or not truncate:
+        self.owners = owners
+        if not truncate:  # a new (or emptied) file gets its size from the writes
             os.ftruncate(self.fd, size)
 
     def pwrite(self, data: bytes, offset: int) -> None:
@@ -36,6 +37,14 @@ class LocalWriteHandle:
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
+
+    def finish(self, entry: Entry) -> None:
+        """Set the entry's owner, mode and mtime through the open file, then close it:
+        no path lookups, and in the worker that wrote it, not in a pass at the end."""
+        try:
+            _apply_meta(self.fd, entry, self.owners)
+        finally:
+            os.close(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -242,7 +251,7 @@ class LocalHost:
     def open_write(self, path: str, size: int, truncate: bool = True) -> LocalWriteHandle:
         """Open a file for writing at offsets; truncate=False keeps its bytes
         (delta restores rewrite only the blocks that differ)."""
-        return LocalWriteHandle(path, size, truncate)
+        return LocalWriteHandle(path, size, truncate, owners=self.is_root)
 
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)
@@ -258,14 +267,7 @@ class LocalHost:
             os.mknod(path, 0o600 | kind, entry.rdev or 0)
 
     def set_meta(self, path: str, entry: Entry) -> None:
-        link = entry.type == SYMLINK
-        if self.is_root:
-            uid = _uid(entry.user, entry.uid)
-            gid = _gid(entry.group, entry.gid)
-            os.chown(path, uid, gid, follow_symlinks=False)
-        if not link:  # chmod after chown: chown clears setuid bits
-            os.chmod(path, entry.mode)
-        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        _apply_meta(path, entry, self.is_root)
 
     def remove(self, path: str) -> None:
         try:
@@ -276,6 +278,17 @@ class LocalHost:
             shutil.rmtree(path)
         else:
             os.unlink(path)
+
+
+def _apply_meta(target: str | int, entry: Entry, owners: bool) -> None:
+    """Owner (when allowed), mode and mtime of a path (a symlink itself) or an open file."""
+    by_path = isinstance(target, str)
+    nofollow = {"follow_symlinks": False} if by_path else {}
+    if owners:
+        os.chown(target, _uid(entry.user, entry.uid), _gid(entry.group, entry.gid), **nofollow)
+    if entry.type != SYMLINK:  # chmod after chown: chown clears setuid bits
+        os.chmod(target, entry.mode)
+    os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns), **nofollow)
 
 
 def read_at(fd: int, offset: int, length: int | None) -> bytes:
