@@ -9,8 +9,6 @@ serialises almost every allocation, so the shared arena costs no parallelism.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -24,6 +22,9 @@ def one_malloc_arena() -> None:
     if _done:
         return
     _done = True
+    import ctypes  # here: commands that never start workers (wal-push) need not load it
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
