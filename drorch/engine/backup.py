@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from drorch import __version__
 from drorch.engine import wal
+from drorch.engine.memory import gc_paused
 from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
@@ -72,7 +73,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
         return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
     lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
     try:
-        return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
+        with gc_paused():
+            return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
     finally:
         lock.release()
 

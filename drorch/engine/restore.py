@@ -20,7 +20,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from drorch.engine.memory import one_malloc_arena
+from drorch.engine.memory import gc_paused, one_malloc_arena
 from drorch.engine.pipeline import checksum_of
 from drorch.engine.progress import Progress
 from drorch.engine.selection import materialise_hardlinks, select_entries
@@ -58,6 +58,11 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
         from drorch.engine.chain_restore import run_chain_restore
 
         return run_chain_restore(repo, source, manifest, options, host)
+    with gc_paused():
+        return _run_restore(repo, source, manifest, options, host, progress, workers)
+
+
+def _run_restore(repo, source, manifest, options, host, progress, workers) -> RestoreResult:
     started = time.monotonic()
     one_malloc_arena()
     progress = progress or Progress()
