@@ -70,7 +70,8 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
     getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
     progress.phase = "lock"
     if lock is not None:
-        return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
+        with gc_paused():
+            return _Backup(repo, source, requested, checksum, progress, lock, workers, reason).run()
     lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
     try:
         with gc_paused():
