@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from drorch import __version__
 from drorch.engine import wal
 from drorch.engine.hooks import Hooks, backup_facts
+from drorch.engine.memory import gc_paused
 from drorch.engine.packer import Packer
 from drorch.engine.pipeline import Pipeline
 from drorch.engine.progress import Progress
@@ -76,11 +77,13 @@ def run_backup(repo: Repository, source: Source, requested: str, *, checksum: bo
         getattr(source, "connect", lambda: None)()  # a host that refuses us fails before anything is written
         backup.phase = progress.phase = "lock"
         if lock is not None:
-            result = backup.run()
+            with gc_paused():
+                result = backup.run()
         else:
             backup.lock = SourceLock(repo, source.name, "backup").acquire(wait=lock_wait)
             try:
-                result = backup.run()
+                with gc_paused():
+                    result = backup.run()
             finally:
                 backup.lock.release()
     except LockedError:
@@ -190,17 +193,15 @@ class _Backup:
             self.source.plan(btype, parent.source_facts if parent else None)
         begin_facts = self.source.begin(self.warn)
         try:
-            reference = {e.path: e for e in read_entries(self.repo, parent)} if parent else {}
+            # Not cached in the parent: each entry goes once the walk has passed it.
+            reference = {e.path: e for e in read_entries(self.repo, parent, cache=False)} if parent else {}
             self._set_phase("copy")
             packer = Packer(self.repo, self.source.name, self.label)
             pipeline = Pipeline(self.repo, self.source, self.label, packer, self.progress,
                                 checksum_all=self.checksum, workers=self.workers)
             entries: list[Entry] = []
             try:
-                for entry in self.source.scan(self.warn):
-                    self.progress.plan(files=1, nbytes=entry.size)
-                    entries.append(entry)
-                    pipeline.add(entry, reference.get(entry.path))
+                self._walk(pipeline, reference, entries)
                 for entry, chunks in getattr(self.source, "streams", lambda warn: [])(self.warn):
                     self.progress.plan(files=1)
                     entries.append(entry)
@@ -226,9 +227,10 @@ class _Backup:
         entries = _drop_vanished(entries)
         self._set_phase("commit")
         checkpoint("before-entries")
-        entries_ref = write_entries(self.repo, self.source.name, self.label, entries)
-        self.repo.storage.sync()  # every pack durable before the commit point
         files = sum(1 for e in entries if e.type != DIR)
+        dirs, size = len(entries) - files, sum(e.size for e in entries if e.type == "file")
+        entries_ref = write_entries(self.repo, self.source.name, self.label, entries, consume=True)
+        self.repo.storage.sync()  # every pack durable before the commit point
         manifest = {
             "label": self.label, "source": self.source.name, "kind": self.source.kind,
             "type": btype, "requested_type": self.requested, "why": why,
@@ -237,8 +239,7 @@ class _Backup:
             "started": iso(started), "finished": iso(utcnow()),
             "host": socket.gethostname(), "drorch_version": __version__,
             "entries": entries_ref, "packs": packer.packs,
-            "stats": {"files": files, "dirs": len(entries) - files,
-                      "size_bytes": sum(e.size for e in entries if e.type == "file"),
+            "stats": {"files": files, "dirs": dirs, "size_bytes": size,
                       "stored_bytes": packer.stored_bytes + entries_ref["size"],
                       "read_bytes": stats.read_bytes, "new_files": stats.new_files,
                       "changed_files": stats.changed_files, "unchanged_files": stats.unchanged_files,
@@ -253,6 +254,18 @@ class _Backup:
         log.info("%s: backup %s committed: %d files, %d bytes stored", self.source.name, self.label,
                  files, manifest["stats"]["stored_bytes"])
         return manifest
+
+    def _walk(self, pipeline: Pipeline, reference: dict[str, Entry], entries: list[Entry]) -> None:
+        files = nbytes = 0  # planned in bunches: a lock per entry costs the workers the GIL
+        for entry in self.source.scan(self.warn):
+            entries.append(entry)
+            pipeline.add(entry, reference.pop(entry.path, None))
+            files, nbytes = files + 1, nbytes + entry.size
+            if files == 256:
+                self.progress.plan(files=files, nbytes=nbytes)
+                files = nbytes = 0
+        self.progress.plan(files=files, nbytes=nbytes)
+        reference.clear()
 
     def _record_failure(self, exc: BaseException) -> None:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__

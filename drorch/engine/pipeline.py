@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from drorch.engine.memory import one_malloc_arena
 from drorch.engine.packer import Packer
 from drorch.engine.progress import Progress
 from drorch.fsmeta import FILE, Entry
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 128
 TORN_RETRIES = 2
-_RESTAT = object()  # "stat after the read: not known yet"
 
 
 @dataclass
@@ -69,10 +70,12 @@ class Pipeline:
         self.blocks_per_read = max(1, getattr(source, "read_unit", 0) // self.block_size)
         self.batch_files, self.batch_bytes = getattr(source, "read_batch", (BATCH_FILES, BATCH_BYTES))
         self._inspect = getattr(source, "inspect", None)
+        self._source_read_small = getattr(source, "read_small", None)
         self.context = layout.data_prefix(source.name, label)  # what every pack blob is bound to
         self.stats = PipelineStats()
         self._stats_lock = threading.Lock()
         workers = workers or max(2, os.cpu_count() or 2)
+        one_malloc_arena()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="drorch-store")
         self._slots = threading.BoundedSemaphore(workers * 3)
         self._batch: list[tuple[Entry, Entry | None]] = []
@@ -197,23 +200,28 @@ class Pipeline:
         sha = sha or hashlib.sha256(data).hexdigest()
         if ref_block is not None and ref_block[5] == sha and ref_block[4] == len(data):
             return tuple(ref_block)
-        blob = self.repo.codec.encode(data, context=self.context)
-        pack, offset = self.packer.add(blob)
-        return (self.label, pack, offset, len(blob), len(data), sha)
+        parts = self.repo.codec.encode_parts(data, context=self.context)
+        pack, offset = self.packer.add(*parts)
+        return (self.label, pack, offset, sum(map(len, parts)), len(data), sha)
 
     def _store_batch(self, batch: list[tuple[Entry, Entry | None]]) -> None:
         read_many = getattr(self.source, "read_many", None)
         first = read_many([entry for entry, _ in batch], self.block_size + 1) if read_many else {}
-        for entry, ref in batch:
-            try:
-                self._store_whole(entry, ref, first.pop(entry.path, None))
-            except FileNotFoundError:
-                self._vanished(entry)
-            except PermissionError as exc:
-                self._unreadable(entry, exc)
+        tally = [0, 0, 0]  # bytes read, files and bytes stored: counted once per batch
+        try:
+            for entry, ref in batch:
+                try:
+                    self._store_whole(entry, ref, tally, first.pop(entry.path, None))
+                except FileNotFoundError:
+                    self._vanished(entry)
+                except PermissionError as exc:
+                    self._unreadable(entry, exc)
+        finally:
+            self._count("read_bytes", tally[0])
+            self.progress.add(files=tally[1], nbytes=tally[2])
 
-    def _store_whole(self, entry: Entry, ref: Entry | None, first: tuple | None = None) -> None:
-        data = self._read_consistent(entry, first)
+    def _store_whole(self, entry: Entry, ref: Entry | None, tally: list, first: tuple | None = None) -> None:
+        data = self._read_consistent(entry, tally, first)
         if data is None:
             return
         if len(data) > self.block_size:  # grew since the walk: store it in blocks
@@ -223,27 +231,31 @@ class Pipeline:
         entry.bs = 0
         entry.blocks = [self._store(data, ref_block, 0, entry=entry)] if data else []
         entry.checksum = checksum_of(entry.blocks, 0)
-        self.progress.add(files=1, nbytes=len(data))
+        tally[1] += 1
+        tally[2] += len(data)
 
-    def _read_consistent(self, entry: Entry, first: tuple | None = None) -> bytes | None:
+    def _read_consistent(self, entry: Entry, tally: list, first: tuple | None = None) -> bytes | None:
         """Read a small file (at most one block and a byte, so a file that grew
         cannot fill memory); re-read it if it changed meanwhile, and flag it
         torn if it keeps changing.  first: (bytes, stat after) from a batched
         read_many, used as the first attempt."""
+        limit = self.block_size + 1
+        if not self.source.detect_torn:
+            data = first[0] if first is not None else self.source.read(entry, 0, limit)
+            tally[0] += len(data)
+            entry.size = len(data)
+            return data
         for attempt in range(TORN_RETRIES + 1):
-            data, now = first if first is not None and attempt == 0 else (
-                self.source.read(entry, 0, self.block_size + 1), _RESTAT)
-            self._count("read_bytes", len(data))
-            if not self.source.detect_torn or len(data) > self.block_size:
+            data, now = first if first is not None and attempt == 0 else self._read_small(entry, limit)
+            tally[0] += len(data)
+            if len(data) > self.block_size:
                 entry.size = len(data)
                 return data
-            if now is _RESTAT:
-                now = self.source.restat(entry)
             if now is None:
                 self._vanished(entry)
                 return None
-            if now.same_stat(entry) and len(data) == entry.size and not (
-                    _racy(now) and self.source.read(entry, 0, self.block_size + 1) != data):
+            if _unchanged(entry, now) and len(data) == entry.size and not (
+                    _racy(now) and self._read_small(entry, limit)[0] != data):
                 return data
             _take_stat(entry, now)
             if attempt == TORN_RETRIES:
@@ -251,6 +263,15 @@ class Pipeline:
                 entry.size = len(data)
                 return data
         raise AssertionError("unreachable")
+
+    def _read_small(self, entry: Entry, limit: int) -> tuple[bytes, "os.stat_result | Entry | None"]:
+        """The file's bytes and its stat after the read (None: gone, or no longer a file)."""
+        if self._source_read_small is not None:
+            data, st = self._source_read_small(entry, limit)
+            return data, st if st is not None and stat.S_ISREG(st.st_mode) else None
+        data = self.source.read(entry, 0, limit)
+        now = self.source.restat(entry)
+        return data, now if now is not None and now.type == FILE else None
 
     def _store_streamed(self, entry: Entry, ref: Entry | None) -> None:
         """Read a file block by block in this thread, until a read is not torn."""
@@ -362,11 +383,27 @@ class Pipeline:
 RACY_NS = 2_000_000_000
 
 
-def _racy(now: Entry) -> bool:
+def _racy(now) -> bool:
     """Modified so recently that a change within the file system's timestamp
     granularity could hide behind an unchanged mtime: the read is confirmed by
-    reading again (git calls such entries "racily clean")."""
-    return time.time_ns() - max(now.mtime_ns, now.ctime_ns) < RACY_NS
+    reading again (git calls such entries "racily clean").  now: an Entry or
+    an os.stat_result."""
+    mtime, ctime = _times(now)
+    return time.time_ns() - max(mtime, ctime) < RACY_NS
+
+
+def _times(now) -> tuple[int, int]:
+    if isinstance(now, Entry):
+        return now.mtime_ns, now.ctime_ns
+    return now.st_mtime_ns, now.st_ctime_ns
+
+
+def _unchanged(entry: Entry, now) -> bool:
+    """Nothing suggests the content changed since the walk (now: Entry or os.stat_result)."""
+    if isinstance(now, Entry):
+        return now.same_stat(entry)
+    return (now.st_size == entry.size and now.st_mtime_ns == entry.mtime_ns
+            and now.st_ctime_ns == entry.ctime_ns and now.st_ino == entry.ino)
 
 
 def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:
@@ -375,6 +412,10 @@ def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:
     return ref.blocks[index]
 
 
-def _take_stat(entry: Entry, now: Entry) -> None:
+def _take_stat(entry: Entry, now) -> None:
+    if not isinstance(now, Entry):
+        entry.size, entry.mtime_ns, entry.ctime_ns = now.st_size, now.st_mtime_ns, now.st_ctime_ns
+        entry.ino, entry.mode = now.st_ino, stat.S_IMODE(now.st_mode)
+        return
     entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino = now.size, now.mtime_ns, now.ctime_ns, now.ino
     entry.mode = now.mode

@@ -20,6 +20,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from drorch.engine.memory import gc_paused, one_malloc_arena
 from drorch.engine.pipeline import checksum_of
 from drorch.engine.progress import Progress
 from drorch.engine.selection import materialise_hardlinks, select_entries
@@ -57,7 +58,13 @@ def run_restore(repo: Repository, source: Source, manifest: Manifest, options: R
         from drorch.engine.chain_restore import run_chain_restore
 
         return run_chain_restore(repo, source, manifest, options, host)
+    with gc_paused():
+        return _run_restore(repo, source, manifest, options, host, progress, workers)
+
+
+def _run_restore(repo, source, manifest, options, host, progress, workers) -> RestoreResult:
     started = time.monotonic()
+    one_malloc_arena()
     progress = progress or Progress()
     all_entries = read_entries(repo, manifest)
     entries = materialise_hardlinks(select_entries(all_entries, options.include), all_entries)
@@ -115,9 +122,8 @@ class _TreeRestore:
         self.result = RestoreResult(manifest.source, manifest.label, manifest.type, options.target)
         self.existing = options.force or options.delta
         self._lock = threading.Lock()
-        self._handles: dict[str, list] = {}  # path -> [handle, blocks still to write]
-        self._sizes: dict[str, int] = {}
         self._dirs: set[str] = set()  # directories known to exist
+        self._meta_on_close = True  # the host's write handles set a file's metadata as they close it
 
     def path(self, entry_path: str) -> str:
         return join_under(self.options.target, entry_path)
@@ -148,7 +154,8 @@ class _TreeRestore:
                 self._make_other(entry)
         self.progress.phase = "metadata"
         for entry in entries:
-            if entry.type not in (DIR, HARDLINK) and entry.path not in self.result.failures:
+            if entry.type not in (DIR, HARDLINK) and entry.path not in self.result.failures \
+                    and not (entry.type == FILE and self._meta_on_close):
                 self.host.set_meta(self.path(entry.path), entry)
         for entry in reversed(entries):
             if entry.type == DIR:
@@ -220,101 +227,129 @@ class _TreeRestore:
             if checksum_of(entry.blocks, entry.bs) != entry.checksum:
                 self.result.failures[entry.path] = "its manifest entry is inconsistent (checksum)"
                 continue
-            todo = self._blocks_to_write(entry, path)
+            todo, handle = self._blocks_to_write(entry, path)
             if todo is None:
+                self.host.set_meta(path, entry)  # --delta: the bytes are right, maybe not the rest
                 self.result.unchanged_files += 1
                 self.progress.add(files=1, nbytes=entry.size)
                 continue
             self.result.files += 1
             if not todo:
-                self.host.open_write(path, entry.size).close()
+                self._finish(self.host.open_write(path, entry.size), entry)
                 self.progress.add(files=1)
                 continue
-            self._sizes[path] = entry.size
-            self._handles.setdefault(path, [None, len(todo)])  # --delta may have opened it
+            out = _FileOut(handle, len(todo))
             for index in todo:
                 block = entry.blocks[index]
-                groups[(block[0], block[1])].append((block, entry, path, index * entry.bs))
+                groups[(block[0], block[1])].append((block, entry, out, index * entry.bs))
         with ThreadPoolExecutor(self.workers, thread_name_prefix="drorch-restore") as pool:
-            for future in [pool.submit(self._restore_pack, key, items) for key, items in sorted(groups.items())]:
+            futures = [pool.submit(self._restore_pack, key, groups.pop(key)) for key in sorted(groups)]
+            for future in futures:
                 future.result()
         for entry_path in self.result.failures:
             self.host.remove(self.path(entry_path))
 
-    def _blocks_to_write(self, entry: Entry, path: str) -> list[int] | None:
-        """Indexes of the blocks to write; None when --delta finds the file already right."""
+    def _blocks_to_write(self, entry: Entry, path: str) -> tuple[list[int] | None, object]:
+        """Indexes of the blocks to write (None when --delta finds the file already
+        right), and the handle --delta opened to rewrite some of them."""
         everything = list(range(len(entry.blocks)))
         st = self.host.lstat(path) if self.existing else None
         if st is None:
-            return everything
+            return everything, None
         if not (self.options.delta and _is_file(st) and st.st_size == entry.size):
             self.host.remove(path)
-            return everything
+            return everything, None
         differ = []
         for index, block in enumerate(entry.blocks):
             data = self.host.read(path, index * entry.bs, block[4])
             if hashlib.sha256(data).hexdigest() != block[5]:
                 differ.append(index)
         if not differ:
-            return None
-        self._handles[path] = [self.host.open_write(path, entry.size, truncate=False), len(differ)]
-        return differ
+            return None, None
+        return differ, self.host.open_write(path, entry.size, truncate=False)
 
     def _restore_pack(self, key: tuple[str, int], items: list) -> None:
         label, pack = key
         object_key = layout.pack_key(self.manifest.source, label, pack)
+        context = layout.data_prefix(self.manifest.source, label)
         items.sort(key=lambda item: item[0][2])
         for start, end, run in _coalesce(items):
             try:
                 data = self.repo.storage.get_range(object_key, start, end - start)
             except NotFoundError:
-                for block, entry, *_ in run:
-                    self._fail(entry, f"its data object {object_key} is missing from the repository")
+                for block, entry, out, _ in run:
+                    self._fail(entry, out, f"its data object {object_key} is missing from the repository")
                 continue
             except DrorchError as exc:
-                for block, entry, *_ in run:
-                    self._fail(entry, f"cannot read {object_key}: {exc.message}")
+                for block, entry, out, _ in run:
+                    self._fail(entry, out, f"cannot read {object_key}: {exc.message}")
                 continue
-            for block, entry, path, offset in run:
+            view, files, written = memoryview(data), 0, 0
+            for block, entry, out, offset in run:
                 if entry.path in self.result.failures:
                     continue
-                self._write_block(data, start, block, entry, path, offset, object_key)
+                size, closed = self._write_block(view, start, block, entry, out, offset, object_key, context)
+                files, written = files + closed, written + size
+            self.progress.add(files=files, nbytes=written)
+            with self._lock:
+                self.result.bytes_written += written
 
-    def _write_block(self, data, start, block, entry, path, offset, object_key) -> None:
+    def _write_block(self, data, start, block, entry, out, offset, object_key, context) -> tuple[int, int]:
+        """Check and write one block: (bytes written, 1 if that finished its file)."""
         blob = data[block[2] - start: block[2] - start + block[3]]
         try:
-            raw = (self.repo.codec.decode(blob, context=layout.data_prefix(self.manifest.source, block[0]),
-                                         what=object_key) if len(blob) == block[3] else None)
+            raw = (self.repo.codec.decode(blob, context=context, what=object_key)
+                   if len(blob) == block[3] else None)
         except IntegrityError:
             raw = None
         if raw is None or len(raw) != block[4] or hashlib.sha256(raw).hexdigest() != block[5]:
-            self._fail(entry, f"block at offset {offset} fails its checksum "
-                              f"(object {object_key}, bytes {block[2]}-{block[2] + block[3]})")
-            return
+            self._fail(entry, out, f"block at offset {offset} fails its checksum "
+                                   f"(object {object_key}, bytes {block[2]}-{block[2] + block[3]})")
+            return 0, 0
+        if out.remaining == 1 and out.handle is None:  # the only block (most files): no one to share with
+            handle = out.handle = self.host.open_write(self.path(entry.path), entry.size)
+            handle.pwrite(raw, offset)
+            out.remaining = 0
+            self._finish(handle, entry)
+            return len(raw), 1
         with self._lock:
-            slot = self._handles[path]
-            if slot[0] is None:
-                slot[0] = self.host.open_write(path, self._sizes[path])
-        slot[0].pwrite(raw, offset)
-        self.progress.add(nbytes=len(raw))
+            if out.handle is None:
+                out.handle = self.host.open_write(self.path(entry.path), entry.size)
+        out.handle.pwrite(raw, offset)
         with self._lock:
-            self.result.bytes_written += len(raw)
-            slot[1] -= 1
-            done = slot[1] == 0
+            out.remaining -= 1
+            done = out.remaining == 0
         if done:
-            slot[0].close()
-            self.progress.add(files=1)
+            self._finish(out.handle, entry)
+        return len(raw), int(done)
 
-    def _fail(self, entry: Entry, why: str) -> None:
+    def _finish(self, handle, entry: Entry) -> None:
+        """Close a file that is complete, setting its metadata on the way when the host can."""
+        finish = getattr(handle, "finish", None)
+        if finish is None:
+            handle.close()
+            self._meta_on_close = False  # the metadata pass sets it
+        else:
+            finish(entry)
+
+    def _fail(self, entry: Entry, out: "_FileOut | None", why: str) -> None:
         with self._lock:
             if entry.path in self.result.failures:
                 return
             self.result.failures[entry.path] = why
-            slot = self._handles.get(self.path(entry.path))
-            if slot and slot[0] is not None:
-                slot[0].discard()
-                slot[0] = _Closed()
+            if out is not None and out.handle is not None:
+                out.handle.discard()
+                out.handle = _Closed()
         log.error("restore of /%s failed: %s", entry.path, why)
+
+
+class _FileOut:
+    """One file being written: its handle once open, and how many blocks are to go."""
+
+    __slots__ = ("handle", "remaining")
+
+    def __init__(self, handle, remaining: int):
+        self.handle, self.remaining = handle, remaining
 
 
 def entry_chunks(repo: Repository, source: str, entry: Entry):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import getpass
 import grp
 import os
@@ -20,13 +21,15 @@ from drorch.hosts.base import RunResult, StdinData
 from drorch.hosts.commands import as_argv, describe, drive, with_user
 
 _NOATIME = getattr(os, "O_NOATIME", 0)
+READ_CHUNK = 8 << 20
 
 
 class LocalWriteHandle:
-    def __init__(self, path: str, size: int, truncate: bool = True):
+    def __init__(self, path: str, size: int, truncate: bool = True, owners: bool = False):
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if truncate else 0)
         self.fd = os.open(path, flags, 0o600)
-        if size or not truncate:
+        self.owners = owners
+        if not truncate:  # a new (or emptied) file gets its size from the writes
             os.ftruncate(self.fd, size)
 
     def pwrite(self, data: bytes, offset: int) -> None:
@@ -34,6 +37,14 @@ class LocalWriteHandle:
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
+
+    def finish(self, entry: Entry) -> None:
+        """Set the entry's owner, mode and mtime through the open file, then close it:
+        no path lookups, and in the worker that wrote it, not in a pass at the end."""
+        try:
+            _apply_meta(self.fd, entry, self.owners)
+        finally:
+            os.close(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -151,21 +162,33 @@ class LocalHost:
     def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
         fd = _open_read(path)
         try:
-            if length is None:
-                chunks = []
-                while True:
-                    chunk = os.pread(fd, 1 << 20, offset)
-                    if not chunk:
-                        return b"".join(chunks)
-                    chunks.append(chunk)
-                    offset += len(chunk)
-            data = os.pread(fd, length, offset)
-            while len(data) < length:  # short reads happen on some file systems
-                more = os.pread(fd, length - len(data), offset + len(data))
-                if not more:
-                    break
-                data += more
-            return data
+            return read_at(fd, offset, length)
+        finally:
+            os.close(fd)
+
+    def read_small(self, path: str, size: int, limit: int) -> tuple[bytes, os.stat_result | None]:
+        """A whole file of about `size` bytes (at most `limit`) and its fstat after
+        the read, in four system calls: (b"", None) when it is gone (or is no
+        longer a regular file but a symlink).  Each call releases the GIL, and
+        getting it back is what small files cost in a threaded pipeline."""
+        try:  # O_NONBLOCK: a FIFO put in the file's place must not hang the backup
+            fd = _open_read(path, os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
+            return b"", None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return b"", None
+            raise
+        try:
+            try:
+                data = os.pread(fd, min(size + 1, limit), 0)
+            except OSError as exc:
+                if exc.errno != errno.ESPIPE:
+                    raise
+                return b"", None  # not a regular file any more
+            if size < len(data) < limit:  # it grew: the rest, up to limit
+                data += read_at(fd, len(data), limit - len(data))
+            return data, os.fstat(fd)
         finally:
             os.close(fd)
 
@@ -228,7 +251,7 @@ class LocalHost:
     def open_write(self, path: str, size: int, truncate: bool = True) -> LocalWriteHandle:
         """Open a file for writing at offsets; truncate=False keeps its bytes
         (delta restores rewrite only the blocks that differ)."""
-        return LocalWriteHandle(path, size, truncate)
+        return LocalWriteHandle(path, size, truncate, owners=self.is_root)
 
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)
@@ -244,14 +267,7 @@ class LocalHost:
             os.mknod(path, 0o600 | kind, entry.rdev or 0)
 
     def set_meta(self, path: str, entry: Entry) -> None:
-        link = entry.type == SYMLINK
-        if self.is_root:
-            uid = _uid(entry.user, entry.uid)
-            gid = _gid(entry.group, entry.gid)
-            os.chown(path, uid, gid, follow_symlinks=False)
-        if not link:  # chmod after chown: chown clears setuid bits
-            os.chmod(path, entry.mode)
-        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        _apply_meta(path, entry, self.is_root)
 
     def remove(self, path: str) -> None:
         try:
@@ -264,13 +280,45 @@ class LocalHost:
             os.unlink(path)
 
 
-def _open_read(path: str) -> int:
+def _apply_meta(target: str | int, entry: Entry, owners: bool) -> None:
+    """Owner (when allowed), mode and mtime of a path (a symlink itself) or an open file."""
+    by_path = isinstance(target, str)
+    nofollow = {"follow_symlinks": False} if by_path else {}
+    if owners:
+        os.chown(target, _uid(entry.user, entry.uid), _gid(entry.group, entry.gid), **nofollow)
+    if entry.type != SYMLINK:  # chmod after chown: chown clears setuid bits
+        os.chmod(target, entry.mode)
+    os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns), **nofollow)
+
+
+def read_at(fd: int, offset: int, length: int | None) -> bytes:
+    """Up to length bytes from offset (None: to the end).  Reads are sized by
+    the file's size, not by length: callers ask for "a block and a byte" of
+    files that are mostly far smaller, and a buffer of a block per file costs
+    an mmap, a munmap and a TLB shootdown in every thread, each time."""
+    expect = max(os.fstat(fd).st_size - offset, 0)
+    goal = length if length is not None else float("inf")
+    chunks, done = [], 0
+    while done < goal:
+        # one byte more than the size, so a file that grew meanwhile is seen longer
+        ask = int(min(goal - done, READ_CHUNK, expect - done + 1 if done <= expect else READ_CHUNK))
+        chunk = os.pread(fd, ask, offset + done)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        done += len(chunk)
+        if len(chunk) < ask and done >= expect:
+            break  # a short read at (or past) the size: the end (short reads before it: read on)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _open_read(path: str, flags: int = 0) -> int:
     if _NOATIME:
         try:
-            return os.open(path, os.O_RDONLY | _NOATIME)
+            return os.open(path, os.O_RDONLY | _NOATIME | flags)
         except PermissionError:
             pass  # O_NOATIME needs ownership (or root); read without it
-    return os.open(path, os.O_RDONLY)
+    return os.open(path, os.O_RDONLY | flags)
 
 
 @lru_cache(maxsize=4096)

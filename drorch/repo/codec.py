@@ -18,6 +18,7 @@ from drorch.errors import IntegrityError
 from drorch.repo.crypto import Cipher
 
 RAW, ZSTD = 0, 1
+_RAW_BYTE, _ZSTD_BYTE = bytes((RAW,)), bytes((ZSTD,))
 
 
 class Codec:
@@ -47,6 +48,17 @@ class Codec:
     def encode(self, raw: bytes, *, context: str, compress: bool = True) -> bytes:
         return self.seal(self.compress(raw, compress=compress), context)
 
+    def encode_parts(self, raw: bytes, *, context: str) -> tuple[bytes, ...]:
+        """encode() as parts whose concatenation is the blob: a plain blob's codec
+        byte and payload stay apart, so the bulk of the data is not copied to join them."""
+        if self.cipher is not None:
+            return (self.encode(raw, context=context),)
+        if len(raw) > 64:
+            packed = self._compressor().compress(raw)
+            if len(packed) < len(raw):
+                return _ZSTD_BYTE, packed
+        return _RAW_BYTE, raw
+
     def decode(self, blob: bytes, *, context: str, what: str = "object") -> bytes:
         return self.decompress(self.unseal(blob, context, what=what), what=what)
 
@@ -59,6 +71,40 @@ class Codec:
             if len(packed) < len(raw):
                 return bytes((ZSTD,)) + packed
         return bytes((RAW,)) + raw
+
+    def compress_pieces(self, pieces: list[bytes]) -> bytes:
+        """compress() of the pieces' concatenation without making it: one zstd
+        frame that records its size (so any reader decompresses it in one go)."""
+        total = sum(map(len, pieces))
+        if total > 64:
+            stream = self._compressor().compressobj(size=total)
+            packed = b"".join([_ZSTD_BYTE] + [stream.compress(p) for p in pieces] + [stream.flush()])
+            if len(packed) <= total:
+                return packed
+        return b"".join([_RAW_BYTE, *pieces])
+
+    def decompress_chunks(self, inner: bytes, *, what: str = "object", size: int = 1 << 20):
+        """decompress() in pieces of about `size` bytes, for payloads read as a stream."""
+        if not inner:
+            raise IntegrityError(f"{what}: empty blob")
+        codec, payload = inner[0], memoryview(inner)[1:]
+        if codec == RAW:
+            for start in range(0, len(payload), size):
+                yield bytes(payload[start:start + size])
+            return
+        if codec != ZSTD:
+            raise IntegrityError(f"{what}: unknown codec byte {codec}")
+        done = 0
+        try:
+            expected = zstandard.get_frame_parameters(payload).content_size
+            with zstandard.ZstdDecompressor().stream_reader(payload, read_across_frames=False) as reader:
+                while chunk := reader.read(size):
+                    done += len(chunk)
+                    yield chunk
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{what}: cannot decompress: {exc}") from None
+        if expected != zstandard.CONTENTSIZE_UNKNOWN and done != expected:
+            raise IntegrityError(f"{what}: decompressed to {done} bytes, its frame says {expected}")
 
     def decompress(self, inner: bytes, *, what: str = "object") -> bytes:
         """codec || payload -> raw."""

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+import orjson  # reads the entries object (a hundred thousand lines) 2.5 times faster than json
+
 from drorch.errors import IntegrityError, RepositoryError
 from drorch.fsmeta import TYPES, Entry, safe_relpath
 from drorch.repo import layout
@@ -15,6 +17,8 @@ from drorch.repo.repository import Repository
 
 MANIFEST_FORMAT = 1
 _OPTIONAL = ("user", "group", "target", "rdev", "flags")
+_TYPES = {t: t for t in TYPES}  # one str object per type, not one per entry
+ENCODE_BATCH = 2000
 
 
 @dataclass
@@ -71,38 +75,84 @@ def entry_to_json(entry: Entry) -> dict:
     return obj
 
 
-def entry_from_json(obj: dict) -> Entry:
+def entry_from_json(obj: dict, strings: dict | None = None) -> Entry:
+    """An Entry from its JSON object.  strings: a dict shared by the entries of
+    one manifest, so that the labels, owners and checksums they repeat are one
+    object each in memory (a hundred thousand entries are held at once)."""
     path = _decode_name(obj, "path")
     if path is None or not safe_relpath(path):
         raise RepositoryError(f"manifest entry with an unsafe path {path!r}: refusing it",
                               "the manifest is damaged or was crafted; do not restore from it")
-    if obj.get("type") not in TYPES:
+    kind = _TYPES.get(obj.get("type"))
+    if kind is None:
         raise RepositoryError(f"manifest entry {path!r} has an unknown type {obj.get('type')!r}")
-    return Entry(path=path, type=obj["type"], mode=obj.get("mode", 0o644), uid=obj.get("uid", 0),
-                 gid=obj.get("gid", 0), user=obj.get("user"), group=obj.get("group"),
+    share = strings.setdefault if strings is not None else _same
+    blocks = [(share(b[0], b[0]), *b[1:]) for b in obj.get("blocks") or ()]
+    if any(len(b) != 6 for b in blocks):
+        raise RepositoryError(f"manifest entry {path!r} has a damaged block list",
+                              "the manifest is damaged: run `drorch verify`")
+    checksum = obj.get("checksum")
+    if len(blocks) == 1 and blocks[0][5] == checksum:
+        checksum = blocks[0][5]
+    user, group = obj.get("user"), obj.get("group")
+    return Entry(path=path, type=kind, mode=obj.get("mode", 0o644), uid=obj.get("uid", 0),
+                 gid=obj.get("gid", 0), user=user and share(user, user), group=group and share(group, group),
                  mtime_ns=obj.get("mtime_ns", 0), ctime_ns=obj.get("ctime_ns", 0),
                  ino=obj.get("ino", 0), size=obj.get("size", 0), target=_decode_name(obj, "target"),
-                 rdev=obj.get("rdev"), checksum=obj.get("checksum"), bs=obj.get("bs", 0),
-                 blocks=[tuple(b) for b in obj.get("blocks") or ()], flags=obj.get("flags"))
+                 rdev=obj.get("rdev"), checksum=checksum, bs=obj.get("bs", 0),
+                 blocks=blocks, flags=obj.get("flags"))
+
+
+def _same(value, default):
+    return value
 
 
 def encode_entries(entries: Iterable[Entry]) -> bytes:
+    return b"".join(encode_entry_pieces(list(entries)))
+
+
+def encode_entry_pieces(entries: list[Entry], *, consume: bool = False) -> list[bytes]:
+    """The entries object's payload in pieces of ENCODE_BATCH entries.  consume:
+    drop each entry from the list once it is encoded (the caller is done with
+    them), so the entries and their encoding are not both held in full."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-    return "".join(dumps(entry_to_json(e)) + "\n" for e in entries).encode("utf-8")
+    pieces = []
+    for start in range(0, len(entries), ENCODE_BATCH):
+        batch = entries[start:start + ENCODE_BATCH]
+        pieces.append("".join([dumps(entry_to_json(e)) + "\n" for e in batch]).encode("utf-8"))
+        if consume:
+            entries[start:start + len(batch)] = [None] * len(batch)
+    return pieces
 
 
 def decode_entries(payload: bytes) -> Iterator[Entry]:
-    for line in payload.decode("utf-8").splitlines():
-        if line:
-            yield entry_from_json(json.loads(line))
+    return decode_entry_chunks([payload])
 
 
-def write_entries(repo: Repository, source: str, label: str, entries: list[Entry]) -> dict:
-    """Store the entries object; returns the reference the manifest records."""
+def decode_entry_chunks(chunks: Iterable[bytes]) -> Iterator[Entry]:
+    """Entries from the payload given in chunks (split anywhere), one line each.
+    Lines end at b"\n" only: JSON escapes it in strings, but not U+2028 and the
+    other characters str.splitlines() would also split at."""
+    strings: dict = {}
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line:
+                yield entry_from_json(orjson.loads(line), strings)
+    if rest.strip():
+        yield entry_from_json(orjson.loads(rest), strings)
+
+
+def write_entries(repo: Repository, source: str, label: str, entries: list[Entry], *,
+                  consume: bool = False) -> dict:
+    """Store the entries object; returns the reference the manifest records.
+    consume: see encode_entry_pieces."""
     key = layout.entries_key(source, label)
-    blob = repo.put_blob(key, encode_entries(entries))
-    return {"key": key, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-            "count": len(entries)}
+    count = len(entries)
+    blob = repo.put_blob_pieces(key, encode_entry_pieces(entries, consume=consume))
+    return {"key": key, "size": len(blob), "sha256": hashlib.sha256(blob).hexdigest(), "count": count}
 
 
 def read_manifest(repo: Repository, source: str, label: str) -> Manifest:
@@ -118,7 +168,8 @@ def read_manifest(repo: Repository, source: str, label: str) -> Manifest:
     return Manifest(data)
 
 
-def read_entries(repo: Repository, manifest: Manifest) -> list[Entry]:
+def read_entries(repo: Repository, manifest: Manifest, *, cache: bool = True) -> list[Entry]:
+    """The entries of a backup (kept with the manifest unless cache=False)."""
     if manifest._entries is None:
         ref = manifest.data["entries"]
         blob = repo.storage.get(ref["key"])
@@ -126,8 +177,12 @@ def read_entries(repo: Repository, manifest: Manifest) -> list[Entry]:
             raise IntegrityError(f"the entries of {manifest.source} {manifest.label} do not match "
                                  f"their checksum ({ref['key']})", "run `drorch verify`; restore "
                                  "from another backup or a copy of the repository")
-        payload = repo.codec.decode(blob, context=ref["key"], what=ref["key"])
-        manifest._entries = list(decode_entries(payload))
+        inner = repo.codec.unseal(blob, ref["key"], what=ref["key"])
+        del blob  # (the same object when not encrypted: held by inner)
+        entries = list(decode_entry_chunks(repo.codec.decompress_chunks(inner, what=ref["key"])))
+        if not cache:
+            return entries
+        manifest._entries = entries
     return manifest._entries
 
 

@@ -146,6 +146,12 @@ class Repository:
         self.storage.put(key, blob, if_absent=if_absent)
         return blob
 
+    def put_blob_pieces(self, key: str, pieces: list[bytes]) -> bytes:
+        """put_blob() of the pieces' concatenation, without making it (large records)."""
+        blob = self.codec.seal(self.codec.compress_pieces(pieces), key)
+        self.storage.put(key, blob)
+        return blob
+
     def get_blob(self, key: str) -> bytes:
         return self.codec.decode(self.storage.get(key), context=key, what=f"{self.location}: {key}")
 
