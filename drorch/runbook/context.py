@@ -24,8 +24,9 @@ Emit = Callable[[str, str], None]
 class RunContext:
     def __init__(self, policy, book, journal: Journal, *, approvals: Approvals | None = None,
                  notifier: Notifier | None = None, asker: Asker | None = None, emit: Emit | None = None,
-                 plan: bool = False):
+                 plan: bool = False, hooks=None):
         self.policy, self.runbook, self.journal = policy, book, journal
+        self.hooks = hooks  # drorch.engine.hooks.Hooks with the runbook's post_runbook_step scripts
         self.approvals, self.notifier, self.asker = approvals, notifier, asker
         self.emit: Emit = emit or (lambda kind, text: None)
         self.plan = plan

@@ -91,7 +91,16 @@ class Approval(Model):
 
 
 class Notify(Model):
-    webhook: str | None = Field(None, description="notify events are POSTed here as JSON")
+    webhook: str | None = Field(None, description="notify events are POSTed here as JSON (besides the "
+                                "policy's `notify:` channels, which hear every run's end and `notify` steps)")
+
+
+class RunbookHooks(Model):
+    """Scripts run on the runner's host after every step (hooks/README.md: post_runbook_step)."""
+
+    post_step: list[str] = Field(default_factory=list, description="after each step of a run (not in plan); "
+                                 "a failing hook is reported, never fails the step")
+    timeout: Duration = Field(timedelta(minutes=5), description="a hook still running after this is killed")
 
 
 # --- steps -------------------------------------------------------------------------
@@ -180,6 +189,7 @@ class Runbook(Model):
     objectives: Objectives = Objectives()
     modes: list[Mode] = Field(min_length=1)
     notify: Notify = Notify()
+    hooks: RunbookHooks = RunbookHooks()
     lease: Duration = Field(timedelta(seconds=60), description="the lease on the topology: renewed while a "
                             "run acts, taken over only after it expired")
     steps: list[Step] = Field(default_factory=list, description="switchover and failover, in order")

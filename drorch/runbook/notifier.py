@@ -1,6 +1,6 @@
 """Where `notify` steps and run events go: a JSON line in the state directory's
-notifications.log, the log, and a webhook when one is set.  A small seam: the
-notifications issue replaces Notifier with its routing (severity, e-mail)."""
+notifications.log, the log, the runbook's own webhook when one is set, and the
+policy's `notify:` channels (webhook, e-mail) that the event's severity reaches."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from drorch.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT = 10
+#: a notify step's severity on the policy's scale (notify/severity.py)
+SEVERITY = {"critical": "I", "warning": "III", "info": "IV"}
 
 
 class Notifier:
-    def __init__(self, state: StateDir, run_id: str, runbook_id: str, webhook: str | None = None):
+    def __init__(self, state: StateDir, run_id: str, runbook_id: str, webhook: str | None = None,
+                 channels=None):
         self.state, self.run_id, self.runbook_id, self.webhook = state, run_id, runbook_id, webhook
+        self.channels = channels  # drorch.notify.notifier.Notifier of the policy's channels, or None
 
     def send(self, message: str, severity: str = "info", webhook: str | None = None) -> list[str]:
         """Deliver one event; returns where it went (a failed webhook is said, never raised:
@@ -31,7 +35,36 @@ class Notifier:
         url = webhook or self.webhook
         if url:
             delivered.append(post(url, event))
+        delivered += self.announce(SEVERITY.get(severity, severity), f"runbook {self.runbook_id}: {message}",
+                                   f"{message}\n\nrun {self.run_id}")
         return delivered
+
+    def announce(self, severity: str, title: str, text: str) -> list[str]:
+        """Tell the policy's channels (severity I..IV); what each said, failures included."""
+        if self.channels is None:
+            return []
+        from drorch.notify.findings import Notice
+
+        notice = Notice("info", severity, title, text, key=f"runbook/{self.run_id}", kind="runbook")
+        return [f"{o['channel']} " + ("ok" if o["ok"] else f"FAILED ({o['error']})")
+                for o in self.channels.announce(notice)]
+
+    def run_ended(self, data: dict) -> list[str]:
+        """A run's end: severity I when it failed or lost data (an incident), else IV."""
+        status, outcome = data.get("status"), data.get("outcome") or {}
+        rpo, rto = outcome.get("rpo") or {}, outcome.get("rto") or {}
+        lost = data.get("mode") != "drill" and bool(rpo.get("bytes") or rpo.get("seconds"))
+        severity = "IV" if status == "succeeded" and not lost else "I"
+        lines = [f"mode {data.get('mode')}, status {status}"]
+        if data.get("error"):
+            lines.append(f"error: {data['error']}")
+        if rpo.get("text"):
+            lines.append(f"data lost: {rpo['text']} ({rpo.get('basis', '')})")
+        if rto.get("seconds") is not None:
+            lines.append(f"service back after {rto['seconds']} s")
+        lines.append(f"report: drorch runbook report {self.run_id}")
+        what = "lost data" if lost and status == "succeeded" else status
+        return self.announce(severity, f"runbook run {self.run_id} {what}", "\n".join(lines))
 
 
 def post(url: str, event: dict) -> str:

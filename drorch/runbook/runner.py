@@ -74,6 +74,9 @@ class Runner:
             self.ctx.milestone("finished")
             data["outcome"] = {"rto": metrics.rto(data), "rpo": metrics.rpo(data)}
             self.journal.save()
+            if self.ctx.notifier is not None:
+                data["notified"] = self.ctx.notifier.run_ended(data)
+                self.journal.save()
             self.emit("end", f"run {self.journal.run_id}: {data['status']}" +
                               (f": {data['error']}" if data.get("error") else ""))
 
@@ -301,7 +304,20 @@ class Runner:
             self.ctx.milestone(step.milestone)
         self.journal.save()
         self.emit("step-" + state, f"{step.id}: {outcome.summary}")
+        self._post_step_hooks(entry, state, step)
         return state != "failed"
+
+    def _post_step_hooks(self, entry: dict, state: str, step) -> None:
+        """post_runbook_step hooks: reported in the step's journal entry, never fail the step."""
+        hooks = self.ctx.hooks
+        if hooks is None or self.ctx.plan or not hooks.has("post_runbook_step"):
+            return
+        runs = hooks.run("post_runbook_step", {"step": step.id, "step_state": state})
+        entry["hooks"] = [{"path": r.path, "ok": r.ok, "summary": r.describe()} for r in runs]
+        self.journal.save()
+        for run in runs:
+            if not run.ok:
+                self.emit("warn", f"{step.id}: post_runbook_step {run.describe()}")
 
     # -- the end -----------------------------------------------------------------------
 

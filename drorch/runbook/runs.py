@@ -19,6 +19,8 @@ from drorch.runbook.context import RunContext
 from drorch.runbook.journal import Journal, StateDir, new_run_id, run_key, runbook_of
 from drorch.runbook.lease import TopologyLease
 from drorch.runbook.model import MAIN_MODES
+from drorch.engine.hooks import Hooks
+from drorch.notify.notifier import Notifier as NotifyChannels
 from drorch.runbook.notifier import Notifier
 from drorch.runbook.runner import Runner
 from drorch.timefmt import iso, utcnow
@@ -98,9 +100,13 @@ def resume(policy, run_id: str, options: RunOptions) -> Journal:
 
 def _context(policy, book, journal: Journal, options: RunOptions) -> RunContext:
     approvals = Approvals(journal.state, journal.repo)
-    notifier = Notifier(journal.state, journal.run_id, book.id, book.notify.webhook)
+    channels = NotifyChannels.from_policy(policy) if policy.notify else None
+    notifier = Notifier(journal.state, journal.run_id, book.id, book.notify.webhook, channels)
+    hooks = Hooks({"post_runbook_step": list(book.hooks.post_step)}, book.hooks.timeout.total_seconds(),
+                  {"DRORCH_POLICY": str(policy.path.resolve()), "DRORCH_RUNBOOK": book.id,
+                   "DRORCH_RUN": journal.run_id, "DRORCH_MODE": journal.data["mode"]}, policy.base_dir.resolve())
     return RunContext(policy, book, journal, approvals=approvals, notifier=notifier, asker=options.asker,
-                      emit=options.emit)
+                      emit=options.emit, hooks=hooks)
 
 
 def refresh_rpo(policy, run_id: str, state_dir: Path) -> Journal:

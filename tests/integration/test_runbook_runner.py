@@ -329,3 +329,38 @@ def test_a_failed_step_rolls_back_and_a_rollback_interrupted_is_resumed_not_the_
     assert marks.read_text() == "change\nbreaks\nundo-1\nundo-1\nundo-2\n"  # the failed step was not run again
     again = drorch("runbook", "resume", "--policy", env.policies, run_id, "--state-dir", env.state)
     assert again.code == 2 and "has ended (rolled-back)" in again.err
+
+
+def test_post_step_hooks_and_the_policy_channels_hear_steps_and_the_end(tmp_path, drorch, webhook):
+    url, received = webhook
+    log = tmp_path / "hook.log"
+    hook = tmp_path / "policies" / "post-step.sh"
+    env = Env(tmp_path, [shell("one", "true"),
+                         shell("two", "false", on_failure="continue"),
+                         {"id": "tell", "title": "tell", "action": "notify",
+                          "args": {"message": "half way on ${dr}", "severity": "warning"}},
+                         shell("three", "false")])
+    hook.write_text(f'#!/bin/sh\necho "$DRORCH_RUNBOOK $DRORCH_RUN $DRORCH_STEP $DRORCH_STEP_STATE" >> {log}\n'
+                    '[ "$DRORCH_STEP" != one ] || { echo "hook says no"; exit 3; }\n')
+    hook.chmod(0o755)
+    book = env.policies / "runbook.yaml"
+    book.write_text(book.read_text().replace('  modes:', '  hooks: {post_step: [post-step.sh], timeout: 10s}\n'
+                                                         '  modes:'))
+    policy = env.policies / "policy.yaml"
+    policy.write_text(policy.read_text() + f"notify:\n  - {{type: webhook, name: chat, url: '{url}', "
+                                           "min_severity: IV}\n")
+    result = env.run(drorch)
+    assert result.code != 0  # step three failed: the run failed
+    run_id = result.json()["run"]
+    lines = log.read_text().splitlines()
+    assert lines == [f"local {run_id} one succeeded", f"local {run_id} two failed", f"local {run_id} tell succeeded",
+                     f"local {run_id} three failed"]
+    journal = env.journal(run_id)
+    steps = journal["steps"]
+    assert steps["one"]["state"] == "succeeded"  # a failing hook never fails its step
+    assert steps["one"]["hooks"][0]["ok"] is False and "hook says no" in steps["one"]["hooks"][0]["summary"]
+    assert steps["two"]["hooks"][0]["ok"] is True
+    told = [(m["drorch"]["severity"], m["drorch"]["title"]) for m in received]
+    assert told == [("III", "runbook local: half way on d"), ("I", f"runbook run {run_id} failed")]
+    assert "error:" in received[-1]["text"] and f"drorch runbook report {run_id}" in received[-1]["text"]
+    assert journal["notified"] == ["chat ok"]
