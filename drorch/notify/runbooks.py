@@ -4,8 +4,8 @@ report of one run (what `drorch runbook report RUN` shows).
 
 Only these journal keys are read: run, runbook, title, mode, status, error,
 started, ended / finished / saved, host, order, steps{id: {title, action,
-state, attempts, started, ended, seconds, summary}}, and an optional
-`outcome` list of lines (RTO, RPO, data lost) the runner may add.
+state, attempts, started, ended, seconds, summary}}, and `outcome`: the
+runner's {rto, rpo} measurements (runbook/metrics.py), or a list of lines.
 """
 
 from __future__ import annotations
@@ -31,7 +31,24 @@ def runbook_run(data: dict) -> dict:
     return {"run": data.get("run"), "runbook": data.get("runbook"), "title": data.get("title"),
             "mode": data.get("mode"), "status": data.get("status"), "error": data.get("error"),
             "started": data.get("started"), "ended": ended, "host": data.get("host"), "steps": rows,
-            "outcome": [str(line) for line in data.get("outcome") or []]}
+            "outcome": outcome_lines(data.get("outcome"))}
+
+
+def outcome_lines(outcome) -> list[str]:
+    """The runner's measured RTO and data loss as sentences (a list of lines is kept as it is)."""
+    if not isinstance(outcome, dict):
+        return [str(line) for line in outcome or []]
+    lines = []
+    rto, rpo = outcome.get("rto") or {}, outcome.get("rpo") or {}
+    if rto.get("seconds") is not None:
+        objective = rto.get("objective_seconds")
+        lines.append(f"service back after {rto['seconds']:.1f} s (until {rto.get('until')})"
+                     + (f", objective {objective:.0f} s: {'met' if rto.get('met') else 'MISSED'}"
+                        if objective is not None else ""))
+    if rpo.get("text"):
+        met = "" if rpo.get("met") is None else f"; objective {'met' if rpo['met'] else 'MISSED'}"
+        lines.append(f"data lost: {rpo['text']} ({rpo.get('basis', '')}){met}")
+    return lines
 
 
 def runbook_runs(ctx: Context) -> list[dict]:

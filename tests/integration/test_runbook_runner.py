@@ -364,3 +364,11 @@ def test_post_step_hooks_and_the_policy_channels_hear_steps_and_the_end(tmp_path
     assert told == [("III", "runbook local: half way on d"), ("I", f"runbook run {run_id} failed")]
     assert "error:" in received[-1]["text"] and f"drorch runbook report {run_id}" in received[-1]["text"]
     assert journal["notified"] == ["chat ok"]
+    # the incident report reads the run's journal from the repository: a failed run is an incident of severity I
+    report = drorch("report", "incident", "--policy", env.policies, "--since", "1h", "--json")
+    assert report.code == 0, report.err
+    (incident,) = [i for i in report.json()["incidents"] if i["kind"] == "runbook"]
+    assert incident["severity"] == "I" and incident["cause"] == journal["error"]
+    assert [(a["what"], a["result"]) for a in incident["actions"]] == [
+        ("step one: step one", "succeeded"), ("step two: step two", "failed"), ("step tell: tell", "succeeded"),
+        ("step three: step three", "failed")]

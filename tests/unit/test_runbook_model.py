@@ -244,3 +244,14 @@ def test_the_docs_describe_every_action_and_argument():
         assert row is not None, f"docs/runbooks.md has no row for {action.name}"
         for name in action.Args.model_fields:
             assert f"`{name}`" in row, f"docs/runbooks.md: {action.name} does not mention `{name}`"
+
+
+def test_the_runners_measurements_read_as_sentences_in_reports():
+    from drorch.notify.runbooks import outcome_lines
+
+    outcome = {"rto": {"seconds": 42.25, "until": "verified", "objective_seconds": 300, "met": True},
+               "rpo": {"kind": "promotion", "bytes": 8192, "text": "8.0 KiB of WAL", "basis": "exact", "met": False}}
+    assert outcome_lines(outcome) == ["service back after 42.2 s (until verified), objective 300 s: met",
+                                      "data lost: 8.0 KiB of WAL (exact); objective MISSED"]
+    assert outcome_lines({"rto": {"seconds": None}, "rpo": None}) == []
+    assert outcome_lines(["as it was"]) == ["as it was"]
