@@ -65,12 +65,22 @@ def runbook_runs(ctx: Context) -> list[dict]:
     return sorted(seen.values(), key=lambda r: r["started"])
 
 
+def run_severity(data: dict) -> str:
+    """I when a run failed, lost data, or moved a service because its primary failed (failover,
+    dr-activate); IV for a planned switchover or a drill that went well."""
+    rpo = (data.get("outcome") or {}).get("rpo") if isinstance(data.get("outcome"), dict) else None
+    lost = data.get("mode") != "drill" and bool(rpo and (rpo.get("bytes") or rpo.get("seconds")))
+    if data.get("status") == "failed" or lost or data.get("mode") in ("failover", "dr-activate"):
+        return "I"
+    return "IV"
+
+
 def runbook_incident(run: dict, severity: str | None = None) -> dict:
     """A run as an incident: I (a service move or a failed run), IV for a drill that went well."""
     from drorch.notify.incidents import incident
 
     if severity is None:
-        severity = "IV" if run.get("mode") == "drill" and run["status"] != "failed" else "I"
+        severity = "IV" if run.get("mode") in ("drill", "switchover") and run["status"] != "failed" else "I"
     failed = [s for s in run["steps"] if s.get("state") == "failed"]
     cause = run.get("error") or (f"step {failed[0]['id']} failed: {failed[0].get('summary')}" if failed else None)
     actions = [{"at": s.get("started") or run["started"], "what": f"step {s['id']}: {s.get('title') or ''}",

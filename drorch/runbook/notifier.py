@@ -50,21 +50,16 @@ class Notifier:
                 for o in self.channels.announce(notice)]
 
     def run_ended(self, data: dict) -> list[str]:
-        """A run's end: severity I when it failed or lost data (an incident), else IV."""
-        status, outcome = data.get("status"), data.get("outcome") or {}
-        rpo, rto = outcome.get("rpo") or {}, outcome.get("rto") or {}
-        lost = data.get("mode") != "drill" and bool(rpo.get("bytes") or rpo.get("seconds"))
-        severity = "IV" if status == "succeeded" and not lost else "I"
+        """A run's end, at the severity its incident has (notify/runbooks.py: run_severity)."""
+        from drorch.notify.runbooks import outcome_lines, run_severity
+
+        status = data.get("status")
         lines = [f"mode {data.get('mode')}, status {status}"]
         if data.get("error"):
             lines.append(f"error: {data['error']}")
-        if rpo.get("text"):
-            lines.append(f"data lost: {rpo['text']} ({rpo.get('basis', '')})")
-        if rto.get("seconds") is not None:
-            lines.append(f"service back after {rto['seconds']} s")
+        lines += outcome_lines(data.get("outcome"))
         lines.append(f"report: drorch runbook report {self.run_id}")
-        what = "lost data" if lost and status == "succeeded" else status
-        return self.announce(severity, f"runbook run {self.run_id} {what}", "\n".join(lines))
+        return self.announce(run_severity(data), f"runbook run {self.run_id} {status}", "\n".join(lines))
 
 
 def post(url: str, event: dict) -> str:

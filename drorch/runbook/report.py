@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from drorch.runbook import metrics
 from drorch.runbook.docformat import Doc
-from drorch.timefmt import parse_iso
+from drorch.timefmt import parse_iso, utcnow
 
 
 def build(data: dict) -> dict:
@@ -28,7 +28,20 @@ def build(data: dict) -> dict:
         "milestones": data.get("milestones", {}), "rto": metrics.rto(data), "rpo": metrics.rpo(data),
         "objectives": data.get("objectives", {}), "data_checks": checks,
         "approvals": data.get("approvals", {}), "cleanups": data.get("cleanups", []),
+        "incident": _incident(data),
     }
+
+
+def _incident(data: dict) -> dict:
+    """The run as the notifications' incident report sees it: severity and the O&M targets."""
+    from drorch.notify import severity as sev
+    from drorch.notify.incidents import targets
+    from drorch.notify.runbooks import run_severity, runbook_incident, runbook_run
+
+    severity = run_severity(data)
+    item = runbook_incident(runbook_run(data), severity)
+    return {"severity": severity, "severity_name": sev.NAMES[severity], "status": item["status"],
+            "targets": targets(item, utcnow())}
 
 
 def document(report: dict) -> Doc:
@@ -36,6 +49,11 @@ def document(report: dict) -> Doc:
     doc.h(1, f"Incident report: run `{report['run']}`")
     doc.p(f"Runbook `{report['runbook']}` ({report['title']}) · mode **{report['mode']}** · status "
           f"**{report['status']}** · started {report['started']} on {report['host']}")
+    incident = report["incident"]
+    targets = incident["targets"]
+    doc.p(f"Severity **{incident['severity']}** ({incident['severity_name']}) · "
+          + (f"respond by {targets['respond_by']} · " if targets["respond_by"] else "")
+          + f"resolve by {targets['resolve_by']} · incident {incident['status']}")
     if report["error"]:
         doc.p(f"**What failed:** {report['error']}")
     if report["resumed"]:

@@ -372,3 +372,10 @@ def test_post_step_hooks_and_the_policy_channels_hear_steps_and_the_end(tmp_path
     assert [(a["what"], a["result"]) for a in incident["actions"]] == [
         ("step one: step one", "succeeded"), ("step two: step two", "failed"), ("step tell: tell", "succeeded"),
         ("step three: step three", "failed")]
+    # and the run's own report is that incident: severity, the O&M targets
+    own = drorch("runbook", "report", run_id, "--policy", env.policies, "--state-dir", env.state, "--json")
+    assert own.code == 0, own.err
+    assert own.json()["incident"]["severity"] == "I" and own.json()["incident"]["status"] == "open"
+    assert own.json()["incident"]["targets"]["respond_by"] == incident["targets"]["respond_by"]
+    text = drorch("runbook", "report", run_id, "--policy", env.policies, "--state-dir", env.state).out
+    assert "Severity **I** (critical)" in text and "respond by" in text
