@@ -9,7 +9,7 @@ from drorch.cli.render import emit_json, say
 from drorch.daemon.schedule import Cron
 from drorch.timefmt import iso, utcnow
 
-JOBS = ("full", "diff", "incr", "verify", "expire", "copy")
+JOBS = ("full", "diff", "incr", "verify", "drill", "expire", "copy")
 
 
 def schedule_lines(policy, names: list[str], count: int) -> tuple[list[str], dict]:

@@ -1,6 +1,6 @@
 """One job of the daemon, in a process of its own: `python -m drorch.daemon.job SPEC`.
 
-SPEC (JSON): job (backup | verify | expire | copy), source, policy (the
+SPEC (JSON): job (backup | verify | expire | copy | drill), source, policy (the
 daemon's copy of the policies in force), and for backups the slot, the type
 whose slot is due (requested), the daemon's reason and the slot tolerance.
 The process logs to stderr (the daemon's) and prints one JSON result line on
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from drorch.daemon import logs, planner
 from drorch.daemon.history import backups_from_labels
@@ -112,6 +113,8 @@ def run(spec: dict) -> dict:
         return {"result": "ok", "steps": [expire_step(policy, spec["source"])]}
     if job == "copy":
         return {"result": "ok", "steps": copy_steps(policy, spec["source"])}
+    if job == "drill":
+        return drill_job(policy, spec)
     raise DrorchError(f"unknown job {job!r}")
 
 
@@ -189,7 +192,7 @@ def expire_step(policy, name: str) -> dict:
             "detail": f"{len(result.expired)} expired, {len(result.leftovers)} leftovers removed"}
 
 
-# -- verification: the seam to `drorch verify` (issue 7) ---------------------------------
+# -- verification and drills: `drorch verify` and `drorch runbook run --mode drill` -------
 
 
 def verify_command(spec: dict) -> list[str]:
@@ -199,8 +202,9 @@ def verify_command(spec: dict) -> list[str]:
             "--source", spec["source"], "--latest", "--json"]
 
 
-def verify_job(spec: dict) -> dict:
-    proc = subprocess.Popen(verify_command(spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def _drorch(argv: list[str]) -> tuple[int, str, str]:
+    """Run a drorch command in its own session; SIGTERM of the job ends it too."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         out, err = proc.communicate()
@@ -208,13 +212,40 @@ def verify_job(spec: dict) -> dict:
         proc.terminate()
         proc.wait()
         raise
-    if proc.returncode == 2 and "No such command 'verify'" in err:
-        return {"result": "skipped", "why": "this drorch has no `drorch verify` yet (issue 7): the verify "
-                                            "schedule runs once it is installed"}
+    return proc.returncode, out, err
+
+
+def drill_runbooks(policy, source: str) -> list[str]:
+    """The runbooks a source's drill schedule rehearses."""
+    return sorted(book_id for book_id, book in policy.runbooks.items()
+                  if "drill" in book.modes and book.topology.source == source)
+
+
+def drill_job(policy, spec: dict) -> dict:
+    """One drill run per runbook of the source; journals under the daemon's state_dir/runbooks."""
+    runs, failed = [], []
+    state_dir = str(Path(policy.daemon.state_dir) / "runbooks")
+    for book_id in drill_runbooks(policy, spec["source"]):
+        code, out, err = _drorch([sys.executable, "-m", "drorch.cli.main", "runbook", "run", book_id, "--mode",
+                                  "drill", "--policy", spec["policy"], "--state-dir", state_dir, "--json"])
+        for line in err.splitlines():
+            log.info("drill %s: %s", book_id, line)
+        details = _last_json(out) or {}
+        runs.append({"runbook": book_id, "run": details.get("run"), "status": details.get("status"),
+                     "rto": details.get("rto"), "rpo": details.get("rpo")})
+        if code != 0:
+            failed.append(f"{book_id}: " + (details.get("error") or (err.strip().splitlines() or ["failed"])[-1]))
+    if not runs:
+        return {"result": "skipped", "why": f"no runbook with mode drill has topology.source {spec['source']}"}
+    return {"result": "failed" if failed else "ok", "runs": runs, "error": "; ".join(failed) or None}
+
+
+def verify_job(spec: dict) -> dict:
+    code, out, err = _drorch(verify_command(spec))
     for line in err.splitlines():
         log.info("verify %s: %s", spec["source"], line)
     details = _last_json(out)
-    result = "ok" if proc.returncode == 0 else "failed"
+    result = "ok" if code == 0 else "failed"
     out = {"result": result, "verification": details,
            "error": None if result == "ok" else (err.strip().splitlines() or ["failed"])[-1]}
     out["hooks"] = details.get("hooks") or [] if isinstance(details, dict) else []  # post_verify failures

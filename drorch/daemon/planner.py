@@ -27,7 +27,7 @@ from drorch.timefmt import format_duration
 
 STRENGTH = {"incr": 1, "diff": 2, "full": 3}
 BACKUP_TYPES = ("full", "diff", "incr")
-OTHER_JOBS = ("verify", "expire", "copy")
+OTHER_JOBS = ("verify", "expire", "copy", "drill")
 SLOT_TOLERANCE = timedelta(seconds=10)  # a run this much before its slot (clocks of two hosts) counts
 LOCKED_RETRY = timedelta(seconds=60)
 LATE = timedelta(minutes=2)

@@ -14,7 +14,7 @@ from drorch.timefmt import format_duration, iso, utcnow
 # kind -> severity (I..IV, see severity.py)
 SEVERITY = {"backup": "II", "copy": "II", "repository": "II", "verification": "I", "rpo": "I", "runbook": "I",
             "verify-job": "III", "verify-age": "III", "rto": "III", "space": "III", "change": "III",
-            "hook": "III", "expire": "III"}
+            "hook": "III", "expire": "III", "drill": "II"}
 
 
 @dataclass

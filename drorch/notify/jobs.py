@@ -1,7 +1,8 @@
 """Findings from the outcome of one daemon job (the JSON result line of
 drorch/daemon/job.py): a failed backup (II), a failed copy (II), a failed
 expire (III), a hook that failed after a good backup (III), a verification
-that could not run (III) — and, when the job went well, that they are gone."""
+that could not run (III), a DR drill that failed (II) — and, when the job went
+well, that they are gone."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def job_findings(source: str, job: str, result: dict) -> list[Finding]:
         found += _backup(source, outcome, result)
     if job == "verify":
         found += _verify(source, outcome, result)
+    if job == "drill":
+        found += _drill(source, outcome, result)
     for step in result.get("steps") or []:
         if step.get("result") in ("ok", "failed"):  # an aborted step says nothing of the target
             found.append(_step(source, step))
@@ -41,6 +44,18 @@ def _verify(source: str, outcome: str, result: dict) -> list[Finding]:
         return [Finding(key, "verify-job", source, title, result.get("error") or "failed", occurrence=True)]
     if outcome in ("ok", "failed"):
         return [gone(key, "verify-job", source, title, "a verification ran")]
+    return []
+
+
+def _drill(source: str, outcome: str, result: dict) -> list[Finding]:
+    """A drill that failed: the DR branch of a runbook would not bring the service back."""
+    key, title = f"drill/{source}", f"the DR drill of {source} failed"
+    runs = ", ".join(f"{r.get('runbook')} run {r.get('run')}" for r in result.get("runs") or [])
+    if outcome == "failed":
+        return [Finding(key, "drill", source, title, result.get("error") or "failed", occurrence=True,
+                        facts={"runs": runs})]
+    if outcome == "ok":
+        return [gone(key, "drill", source, title, f"a drill passed ({runs})")]
     return []
 
 

@@ -138,8 +138,12 @@ def schedule_problems(policy) -> list[str]:
         if schedule.copy_ not in ("after_backup", "off") and not source.copy_to:
             problems.append(f"{policy.where('sources', name, 'schedule', 'copy')}: sources.{name}.schedule.copy: "
                             "the source has no `copy_to` repositories to copy to")
-        if not (schedule.backups or schedule.verify or schedule.copy_ not in ("after_backup", "off")
+        if schedule.drill and not any("drill" in book.modes and book.topology.source == name
+                                      for book in policy.runbooks.values()):
+            problems.append(f"{policy.where('sources', name, 'schedule', 'drill')}: sources.{name}.schedule.drill: "
+                            f"no runbook with mode drill has `topology.source: {name}` to rehearse")
+        if not (schedule.backups or schedule.verify or schedule.drill or schedule.copy_ not in ("after_backup", "off")
                 or schedule.expire not in ("after_backup", "off")):
             problems.append(f"{policy.where('sources', name, 'schedule')}: sources.{name}.schedule: "
-                            "no schedule is set; give at least one of full, diff, incr, verify")
+                            "no schedule is set; give at least one of full, diff, incr, verify, drill")
     return problems

@@ -245,6 +245,8 @@ class Schedule(Model):
     diff: CronExpr | None = Field(None, description="differential backups, e.g. \"0 1 8-31 * sun\"")
     incr: CronExpr | None = Field(None, description="incremental backups, e.g. \"0 1 * * mon-sat\"")
     verify: CronExpr | None = Field(None, description="verification of the latest backup (drorch verify)")
+    drill: CronExpr | None = Field(None, description="a DR drill (`drorch runbook run ID --mode drill`) of "
+                                   "every runbook whose topology.source is this source")
     expire: CronOrAfterBackup = Field(AFTER_BACKUP, description="retention: after_backup (after each "
                                       "successful backup), off, or a cron expression")
     copy_: CronOrAfterBackup = Field(AFTER_BACKUP, alias="copy", description="copies to copy_to: after_backup, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import textwrap
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -80,11 +81,9 @@ def test_schedules_fire_failures_are_logged_and_metrics_match_the_repository(env
     daemon = env.start(policy)
     daemon.wait_for(lambda: len(finished(daemon, source="main", result="ok")) >= 3, what="three backups")
     daemon.wait_for(lambda: finished(daemon, source="checked"), what="a verification")
-    # the verify schedule goes through `drorch verify` (issue 7): until it exists, the job says so
+    # the verify schedule goes through `drorch verify`: a source with no backup fails its verification
     (verify, *_) = finished(daemon, source="checked")
-    assert verify["result"] in ("ok", "failed", "skipped")
-    if verify["result"] == "skipped":
-        assert "no `drorch verify` yet" in verify["why"]
+    assert verify["result"] == "failed" and "no committed backup to verify" in verify["error"]
     # stop the schedules with a reload, so the figures hold still while we compare them
     env.policy({"main": files_source(env.data, 'incr: "0 0 1 1 *"'),
                 "broken": files_source(env.data / "missing", 'full: "0 0 1 1 *"'),
@@ -281,3 +280,59 @@ def test_job_limits_keep_jobs_apart(env, limits, words):
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert end <= start, spans
     assert any(words in line["message"] for line in daemon.lines())
+
+
+def test_a_drill_schedule_runs_the_sources_runbooks_in_drill_mode(env, drorch):
+    """`schedule.drill` runs `drorch runbook run ID --mode drill` for each runbook fed by the source;
+    the journal lands in the daemon's state_dir and the repository, and a failing drill is a failed job."""
+    marks = env.tmp / "drill.marks"
+    book = env.tmp / "runbook.yaml"
+    book.write_text(textwrap.dedent(f"""\
+        runbook:
+          id: rehearse
+          title: Rehearse DR
+          owners: [tests]
+          summary: a drill made of shell steps on this machine
+          topology:
+            nodes:
+              p: {{pgdata: /srv/p, connection: {{port: 1}}}}
+              d: {{pgdata: /srv/d, connection: {{port: 2}}}}
+            primary: p
+            dr: [d]
+            source: pg
+          modes: [drill]
+          dr_branch:
+            steps:
+              - id: mark
+                title: leave a mark
+                action: shell
+                args: {{command: "echo $$ >> {marks}"}}
+              - id: gate
+                title: fail while the gate file exists
+                action: shell
+                args: {{command: "test ! -e {env.tmp}/gate"}}
+        """))
+    pg = PG_SOURCE.replace('full: "0 0 1 1 *"', 'full: "0 0 1 1 *"\n  drill: "*/2 * * * * *"')
+    policy = env.policy({"pg": pg}, name="policy.yaml")
+    (env.tmp / "gate").touch()
+    check = drorch("policy", "check", "--policy", env.tmp / "policy.yaml")
+    assert check.code == 2  # the runbook is not in the policy given: the drill schedule names nothing
+    assert "schedule.drill: no runbook with mode drill has `topology.source: pg`" in check.err
+    policies = env.tmp / "policies"
+    policies.mkdir()
+    os.rename(policy, policies / "policy.yaml")
+    os.rename(book, policies / "runbook.yaml")
+    daemon = env.start(policies)
+    daemon.wait_for(lambda: finished(daemon, source="pg", job="drill"), what="a drill")
+    (first, *_) = finished(daemon, source="pg", job="drill")
+    assert first["result"] == "failed" and "rehearse" in first["error"]
+    os.unlink(env.tmp / "gate")
+    daemon.wait_for(lambda: finished(daemon, source="pg", job="drill", result="ok"), what="a drill that passes")
+    daemon.stop()
+    runs = sorted((env.tmp / "state" / "runbooks" / "runs").iterdir())
+    assert len(runs) >= 2 and len(marks.read_text().split()) >= 2
+    report = drorch("runbook", "report", runs[-1].name, "--policy", policies, "--state-dir",
+                    env.tmp / "state" / "runbooks", "--json")
+    assert report.code == 0, report.err
+    assert report.json()["mode"] == "drill" and report.json()["status"] == "succeeded"
+    assert report.json()["incident"]["severity"] == "IV"
