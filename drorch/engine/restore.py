@@ -35,6 +35,7 @@ from drorch.sources.base import RestoreOptions, Source
 log = logging.getLogger(__name__)
 RANGE_GAP = 256 << 10  # read across gaps smaller than this
 RANGE_MAX = 8 << 20  # but never more than this at once
+CHUNK_FILES = 2048  # files prepared before the workers are given them
 
 
 @dataclass
@@ -220,6 +221,21 @@ class _TreeRestore:
     # -- file data ----------------------------------------------------------------
 
     def _write_files(self, files: list[Entry]) -> None:
+        """Files are handed to the workers in chunks as they are prepared, so creating the
+        first files overlaps preparing the rest (file creation is the bound of a restore of
+        many small files).  Blocks of one pack are grouped within a chunk (ranged reads)."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="drorch-restore") as pool:
+            futures = []
+            for start in range(0, len(files), CHUNK_FILES):
+                groups = self._prepare(files[start:start + CHUNK_FILES])
+                futures += [pool.submit(self._restore_pack, key, groups.pop(key)) for key in sorted(groups)]
+            for future in futures:
+                future.result()
+        for entry_path in self.result.failures:
+            self.host.remove(self.path(entry_path))
+
+    def _prepare(self, files: list[Entry]) -> dict[tuple[str, int], list]:
+        """Directories, checks and --delta comparisons of some files: their blocks to write, by pack."""
         groups: dict[tuple[str, int], list] = defaultdict(list)
         for entry in files:
             path = self.path(entry.path)
@@ -242,12 +258,7 @@ class _TreeRestore:
             for index in todo:
                 block = entry.blocks[index]
                 groups[(block[0], block[1])].append((block, entry, out, index * entry.bs))
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="drorch-restore") as pool:
-            futures = [pool.submit(self._restore_pack, key, groups.pop(key)) for key in sorted(groups)]
-            for future in futures:
-                future.result()
-        for entry_path in self.result.failures:
-            self.host.remove(self.path(entry_path))
+        return groups
 
     def _blocks_to_write(self, entry: Entry, path: str) -> tuple[list[int] | None, object]:
         """Indexes of the blocks to write (None when --delta finds the file already
