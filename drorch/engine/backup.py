@@ -209,6 +209,7 @@ class _Backup:
                 stats = pipeline.drain()
             except BaseException:
                 pipeline.abort()
+                packer.abort()
                 raise
             self._set_phase("end")
             end = self.source.end(self.warn)

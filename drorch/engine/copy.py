@@ -193,8 +193,11 @@ class _CopyOne:
         try:
             for future in [pool.submit(self._copy_pack, packer, n, uses) for n, uses in sorted(own.items())]:
                 future.result()
-        finally:  # on an error, packs not started yet are not copied for nothing
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # packs not started yet are not copied for nothing
+            packer.abort()
+            raise
+        pool.shutdown(wait=True)
         packer.flush()
 
     def _copy_and_commit(self) -> None:

@@ -150,6 +150,9 @@ def _delete_data(repo: Repository, source: str, label: str, result: ExpireResult
             log.info("%s: data of %s is still locked: %s", source, label, exc.message)
             result.locked.setdefault(label, exc.until)
             return
+    discard = getattr(repo.storage, "discard_partial", None)  # posix: a pack the dead run was appending to
+    if discard is not None:
+        discard(layout.data_prefix(source, label))
 
 
 def _prune_run_records(repo: Repository, source: str, committed: set[str], now: datetime) -> None:

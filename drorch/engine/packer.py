@@ -1,7 +1,9 @@
 """Append blobs to pack objects and write each pack when it is full.
 
 Thread-safe: workers append under a lock; the worker that fills a pack
-writes it outside the lock, so packs are written in parallel.
+writes it outside the lock, so packs are written in parallel.  A storage
+that can append (posix) gets each blob as it comes, into a pack that is put
+in place when full: no pack-sized buffer in memory.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ class Packer:
         self.source = source
         self.label = label
         self.target = repo.pack_size
-        # A blob is at most a block and its envelope: a pack's buffer is allocated
-        # once at its final size, instead of growing by reallocation to 16 MB (each
-        # step a copy, and a trail of freed sizes the allocator keeps resident).
         self._capacity = self.target + repo.block_size + 4096
         self._lock = threading.Lock()
+        self._append = getattr(repo.storage, "open_append", None)
+        self._out = None  # the pack being appended to (storages that can)
         self._buf = bytearray()
         self._fill = 0
         self._blobs = 0
@@ -38,16 +39,14 @@ class Packer:
         sealed = None
         with self._lock:
             number, offset = self._number, self._fill
-            if not self._buf:
-                self._buf = bytearray(self._capacity)
-            for part in parts:
-                end = self._fill + len(part)
-                if end <= len(self._buf):
-                    self._buf[self._fill:end] = part
-                else:  # (larger than any blob the pipeline makes)
-                    del self._buf[self._fill:]
-                    self._buf += part
-                self._fill = end
+            if self._append is not None:
+                if self._out is None:
+                    self._out = self._append(self._key(number))
+                for part in parts:
+                    self._out.write(part)
+                    self._fill += len(part)
+            else:
+                self._buffer(parts)
             self._blobs += 1
             if self._fill >= self.target:
                 sealed = self._seal()
@@ -55,20 +54,50 @@ class Packer:
             self._write(*sealed)
         return number, offset
 
-    def _seal(self) -> tuple[int, bytearray, int]:
-        del self._buf[self._fill:]  # shrinks in place
-        sealed = (self._number, self._buf, self._blobs)
+    def _buffer(self, parts) -> None:
+        # A blob is at most a block and its envelope: a pack's buffer is allocated
+        # once at its final size, instead of growing by reallocation to 16 MB.
+        if not self._buf:
+            self._buf = bytearray(self._capacity)
+        for part in parts:
+            end = self._fill + len(part)
+            if end <= len(self._buf):
+                self._buf[self._fill:end] = part
+            else:  # (larger than any blob the pipeline makes)
+                del self._buf[self._fill:]
+                self._buf += part
+            self._fill = end
+
+    def _key(self, number: int) -> str:
+        return layout.pack_key(self.source, self.label, number)
+
+    def _seal(self) -> tuple:
+        if self._out is not None:
+            sealed = (self._number, self._out, self._fill, self._blobs)
+        else:
+            del self._buf[self._fill:]  # shrinks in place
+            sealed = (self._number, self._buf, self._fill, self._blobs)
         self._number += 1
-        self._buf, self._fill, self._blobs = bytearray(), 0, 0
+        self._buf, self._out, self._fill, self._blobs = bytearray(), None, 0, 0
         return sealed
 
-    def _write(self, number: int, data: bytearray, blobs: int) -> None:
+    def _write(self, number: int, data, size: int, blobs: int) -> None:
         # Durability is deferred to the sync() before the commit (FORMAT.md, write order).
-        self.repo.storage.put(layout.pack_key(self.source, self.label, number), data, sync=False)
+        if isinstance(data, bytearray):
+            self.repo.storage.put(self._key(number), data, sync=False)
+        else:
+            data.commit()
         checkpoint(self.fault_point)
         with self._lock:
-            self.packs.append({"n": number, "size": len(data), "blobs": blobs})
-            self.stored_bytes += len(data)
+            self.packs.append({"n": number, "size": size, "blobs": blobs})
+            self.stored_bytes += size
+
+    def abort(self) -> None:
+        """A failed run: the pack being appended to is removed, not left half written."""
+        with self._lock:
+            out, self._out = self._out, None
+        if out is not None:
+            out.abort()
 
     def flush(self) -> None:
         with self._lock:

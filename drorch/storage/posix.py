@@ -113,17 +113,7 @@ class PosixStorage:
                     os.unlink(tmp)
             else:
                 os.replace(tmp, path)
-            if not self.fsync:
-                return
-            if sync:
-                try:
-                    _fsync_dir(path.parent)
-                except FileNotFoundError:
-                    pass  # a concurrent delete removed the object and its directory
-            else:
-                self._flusher.add(path)
-                with self._unsynced_lock:
-                    self._unsynced.add(path.parent)
+            self._placed(path, sync)
         except AlreadyExists:
             raise
         except OSError as exc:
@@ -131,6 +121,30 @@ class PosixStorage:
                 os.unlink(tmp)
             except OSError:
                 pass
+            raise self._error("write", key, exc) from None
+
+    def _placed(self, path: Path, sync: bool) -> None:
+        """An object was renamed into place: durable now, or by the next sync()."""
+        if not self.fsync:
+            return
+        if sync:
+            try:
+                _fsync_dir(path.parent)
+            except FileNotFoundError:
+                pass  # a concurrent delete removed the object and its directory
+        else:
+            self._flusher.add(path)
+            with self._unsynced_lock:
+                self._unsynced.add(path.parent)
+
+    def open_append(self, key: str) -> "_Appender":
+        """An object written piece by piece (a pack as it fills, with no buffer of its
+        size in memory); invisible under its key until commit(), durable by sync()."""
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
+        try:
+            return _Appender(self, key, path, tmp, self._create(tmp))
+        except OSError as exc:
             raise self._error("write", key, exc) from None
 
     def sync(self) -> None:
@@ -226,6 +240,31 @@ class PosixStorage:
                 break
             parent = parent.parent
 
+    def discard_partial(self, prefix: str) -> int:
+        """Remove the half-written objects (temporary files) a dead writer left in the
+        directory `prefix` names — the caller knows that writer is gone (expire of a
+        run that never committed).  Returns how many."""
+        directory = self.root / check_prefix(prefix).rstrip("/")
+        removed = 0
+        try:
+            names = [p for p in directory.iterdir() if p.name.startswith(".") and TMP_MARK in p.name]
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        for path in names:
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+        parent = directory
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return removed
+
     def is_empty(self) -> bool:
         """Nothing there but, at most, our own temporary files (a writer racing us)."""
         try:
@@ -234,6 +273,40 @@ class PosixStorage:
             return True
         except NotADirectoryError:
             return False
+
+
+class _Appender:
+    def __init__(self, storage: PosixStorage, key: str, path: Path, tmp: Path, fd: int):
+        self.storage, self.key, self.path, self.tmp, self.fd = storage, key, path, tmp, fd
+
+    def write(self, data) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            self.abort()
+            raise self.storage._error("write", self.key, exc) from None
+
+    def commit(self) -> None:
+        """Into place under its key (durability deferred to the storage's sync())."""
+        try:
+            os.close(self.fd)
+            self.fd = -1
+            os.replace(self.tmp, self.path)
+            self.storage._placed(self.path, sync=False)
+        except OSError as exc:
+            self.abort()
+            raise self.storage._error("write", self.key, exc) from None
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
 
 
 class _Flusher:
