@@ -34,8 +34,13 @@ class RecordRef:
 
 def write(repo: Repository, source: str, label: str, finished: datetime, level: str, result: str,
           record: dict) -> str:
-    """Store a record (a blob in an encrypted repository); returns its key.  Two
-    verifications finishing in the same second get consecutive seconds."""
+    """Store a record (a blob in an encrypted repository); returns its key.  Keys
+    order a backup's records by their second: a record finishing in the second of
+    an earlier one (or before it: clocks of two hosts) takes the next second, so
+    the newest key is the newest verification."""
+    earlier = [ref.at for ref in refs(repo, source, label)]
+    if earlier and max(earlier) >= finished.replace(microsecond=0):
+        finished = max(earlier) + timedelta(seconds=1)
     for bump in range(60):
         key = layout.verify_key(source, label, finished + timedelta(seconds=bump), level, result)
         try:

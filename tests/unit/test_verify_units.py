@@ -135,3 +135,24 @@ def test_verify_and_objectives_policy_keys():
                 {"verify": {"assertions": []}, "objectives": {"rpx": "1h"}}):
         with pytest.raises(ValidationError):
             FilesSource.model_validate({"kind": "files", "repository": "r", "paths": ["/etc"], **bad})
+
+
+def test_a_record_finishing_in_the_second_of_an_earlier_one_is_still_the_newest(tmp_path):
+    from datetime import datetime, timezone
+
+    from drorch.repo import verifications
+    from drorch.repo.repository import Repository
+    from drorch.storage.posix import PosixStorage
+
+    repo = Repository.open_or_init(PosixStorage(tmp_path / "repo"))
+    at = datetime(2026, 11, 22, 10, 0, 0, 900000, tzinfo=timezone.utc)
+    verifications.write(repo, "s", "20261122T090000Z-F", at, "restore", "passed", {"n": 1})
+    # the next one finished in the same second (and sorts before "restore-passed" by name)
+    verifications.write(repo, "s", "20261122T090000Z-F", at.replace(microsecond=950000), "structure", "failed",
+                        {"n": 2})
+    # a host whose clock is behind
+    verifications.write(repo, "s", "20261122T090000Z-F", at.replace(second=0, minute=0, hour=9), "read", "passed",
+                        {"n": 3})
+    refs = verifications.refs(repo, "s", "20261122T090000Z-F")
+    assert [(r.level, r.result) for r in refs] == [("restore", "passed"), ("structure", "failed"), ("read", "passed")]
+    assert verifications.last_by_label(repo, "s")["20261122T090000Z-F"].level == "read"
