@@ -314,9 +314,12 @@ class MdbNode:
                             f"{result.stderr.decode(errors='replace').strip()}")
         return result
 
+    def start_log(self) -> str:
+        return self.spec.datadir.rstrip("/") + "-drorch.err"
+
     def log_tail(self) -> str:
         try:
-            return self.host.read(self.spec.datadir.rstrip("/") + "-drorch.err")[-2000:].decode(errors="replace")
+            return self.host.read(self.start_log())[-2000:].decode(errors="replace")
         except (OSError, DrorchError):
             return ""
 
