@@ -105,7 +105,7 @@ def test_step_ids_are_unique_and_a_drill_never_touches_production(tmp_path):
     assert "step id 'promote' is used twice" in found
     assert "pg.fence changes production servers and must not run in a drill" in found
     assert "there is no `candidate` there" in found
-    assert "pg.restore / pg.rebuild restore the backups of `source:`" in found
+    assert "pg.restore / pg.rebuild / mariadb.restore restore the backups of `source:`" in found
 
 
 def test_runbooks_live_in_the_policy_directory_and_name_what_it_has(tmp_path):
