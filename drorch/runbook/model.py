@@ -91,8 +91,6 @@ class MariadbNode(Model):
     fence_command: FenceCommand | None = Field(None, description="fences this node when its host is unreachable")
     drill_datadir: str | None = Field(None, description="where drills restore on this node (default: "
                                       "<datadir>-drill)")
-    drill_port: int | None = Field(None, ge=1, le=65535, description="the port a drill server listens on "
-                                   "(default: the node's port + 1)")
 
     _abs = field_validator("datadir", "binlog_basename", "fence_file", "drill_datadir")(
         lambda v: v if v is None else _absolute(v))

@@ -2,7 +2,7 @@
 named) mariabackup chain of the topology's source is restored onto a node with
 drorch's chain restore, the archived binlogs are replayed to the failure (or a
 time), then the server is started and waited for until it takes writes.  In a
-drill it goes to the node's drill directory and port, and the runner tears it
+drill it goes to the node's drill directory (on the node's port), and the runner tears it
 down at the end."""
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ class MdbRestore(Action):
             return Outcome(False, f"a server already runs on {node.name}:{node.spec.datadir}; stop it or choose "
                                   "another target (nothing was written)")
         if ctx.drill:
-            ctx.add_cleanup({"kind": "mariadb.remove", "node": node.name, "target": node.spec.datadir,
-                             "port": node.spec.port})
+            ctx.add_cleanup({"kind": "mariadb.remove", "node": node.name, "target": node.spec.datadir})
         label, replayed = self._restore(args, node, ctx)
         ctx.milestone("restored")
         if not args.start:
@@ -87,10 +86,9 @@ class MdbRestore(Action):
         model = ctx.runbook.topology.nodes[node.name]
         target = args.target or (model.drill_datadir or model.datadir.rstrip("/") + "-drill"
                                  if ctx.drill else model.datadir)
-        port = (model.drill_port or model.connection.port + 1) if ctx.drill else node.spec.port
-        if target == node.spec.datadir and port == node.spec.port:
+        if target == node.spec.datadir:
             return node
-        spec = dataclasses.replace(node.spec, datadir=target, port=port, fence_file=target + ".drorch-fence.cnf",
+        spec = dataclasses.replace(node.spec, datadir=target, fence_file=target + ".drorch-fence.cnf",
                                    binlog_basename=None, start_command=None if ctx.drill else node.spec.start_command)
         return MdbNode(spec, lambda: node.host)
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from drorch.policy.models import Model
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field
-from drorch.runbook.actions.pg_status import StatusExpect
+from drorch.runbook.actions.pg_status import StatusExpect, role_problems
 from drorch.runbook.mdbnode import gtid_lag
 
 STATUS_SQL = ("SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos; SHOW MASTER STATUS; "
@@ -54,11 +54,7 @@ class MdbStatus(Action):
 
     def run(self, args: MdbStatusArgs, ctx) -> Outcome:
         status = ctx.observe(ctx.node(args.node))
-        problems = []
-        if args.expect.role and status.role != args.expect.role:
-            problems.append(f"expected {args.expect.role}")
-        if args.expect.writable is not None and (status.role == "primary") != args.expect.writable:
-            problems.append("takes writes" if status.role == "primary" else "does not take writes")
+        problems = role_problems(args.expect, status)
         lag_text = ""
         if args.expect.max_lag is not None and status.role == "standby":
             primary = ctx.observe(ctx.node("primary"))
