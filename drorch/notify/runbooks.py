@@ -69,7 +69,8 @@ def run_severity(data: dict) -> str:
     """I when a run failed, lost data, or moved a service because its primary failed (failover,
     dr-activate); IV for a planned switchover or a drill that went well."""
     rpo = (data.get("outcome") or {}).get("rpo") if isinstance(data.get("outcome"), dict) else None
-    lost = data.get("mode") != "drill" and bool(rpo and (rpo.get("bytes") or rpo.get("seconds")))
+    lost = data.get("mode") != "drill" and bool(rpo and (rpo.get("bytes") or rpo.get("seconds")
+                                                         or rpo.get("transactions")))
     if data.get("status") == "failed" or lost or data.get("mode") in ("failover", "dr-activate"):
         return "I"
     return "IV"

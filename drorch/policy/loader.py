@@ -263,7 +263,7 @@ def _real_loc(data: Any, loc: tuple) -> tuple:
 def _describe(doc: Marked, err: dict, root: type[BaseModel] = PolicyDocument) -> str:
     loc = _real_loc(doc.data, tuple(step for step in err["loc"] if step != "[key]"))
     kind = err["type"]
-    if kind in ("invalid_kind", "invalid_type", "invalid_action"):  # point at the discriminator key itself
+    if kind in ("invalid_kind", "invalid_type", "invalid_action", "invalid_engine"):  # point at the discriminator key itself
         field = kind.removeprefix("invalid_")
         if isinstance(_value_at(doc.data, loc), dict) and field in _value_at(doc.data, loc):
             loc = loc + (field,)
@@ -320,7 +320,7 @@ def _step(annotation: Any, step: Any) -> Any:
         for member in args:  # a tagged union: the step is the tag
             inner = typing.get_args(member)[0] if typing.get_origin(member) is typing.Annotated else member
             if _is_model(inner):
-                for field in ("kind", "type", "action"):
+                for field in ("kind", "type", "action", "engine"):
                     info = inner.model_fields.get(field)
                     if info is not None and step in typing.get_args(info.annotation):
                         return inner

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from drorch.policy.yamlmarks import Marked, dotted
 from drorch.runbook import template
-from drorch.runbook.actions import ACTIONS, PRODUCTION_ACTIONS
+from drorch.runbook.actions import ACTIONS, PRODUCTION_ACTIONS, action_engine
 from drorch.runbook.actions.base import NODE_ROLES
 from drorch.runbook.model import DR_MODES, MAIN_MODES, MODES, Runbook, step_modes
 
@@ -62,11 +62,11 @@ def _topology(book: Runbook, out: _Problems) -> None:
         out.add(loc, "modes dr-activate/drill need DR nodes: add `dr: [NODE]`")
     if "failover" in book.modes and book.dr_branch is not None and not topo.dr:
         out.add(loc, "the DR branch needs DR nodes: add `dr: [NODE]`")
-    uses_source = any(s.action in ("pg.restore", "pg.rebuild") or (s.action == "pg.rewind" and
-                                                                    s.args.fallback == "rebuild")
-                      for _, b in BRANCHES for s in book.branch(b))
+    uses_source = any(s.action in ("pg.restore", "pg.rebuild", "mariadb.restore") or (
+        s.action == "pg.rewind" and s.args.fallback == "rebuild") for _, b in BRANCHES for s in book.branch(b))
     if uses_source and not topo.source:
-        out.add(loc, "pg.restore / pg.rebuild restore the backups of `source:`: name the policy source")
+        out.add(loc, "pg.restore / pg.rebuild / mariadb.restore restore the backups of `source:`: name the "
+                "policy source")
     if not topo.source and not topo.repository:
         out.add(loc, "name `source:` or `repository:` (the journal and the lease live in a repository)")
 
@@ -74,6 +74,11 @@ def _topology(book: Runbook, out: _Problems) -> None:
 def _step(book: Runbook, step, branch: str, ids: set, loc: tuple, out: _Problems) -> None:
     action = ACTIONS[step.action]
     allowed = {"main": MAIN_MODES, "dr": DR_MODES, "rollback": MODES}[branch]
+    for name, where in ((step.action, loc + ("action",)),) + (
+            ((step.guard.action, loc + ("guard", "action")),) if step.guard is not None else ()):
+        engine = action_engine(name)
+        if engine is not None and engine != book.topology.engine:
+            out.add(where, f"{name} acts on {engine} servers; this topology's engine is {book.topology.engine}")
     for index, mode in enumerate(step.modes or []):
         if mode not in allowed:
             out.add(loc + ("modes", index), f"a step of this list runs in {' or '.join(allowed)}, not {mode}")
@@ -152,8 +157,8 @@ def policy_problems(policy, book: Runbook, doc: Marked) -> list[str]:
         if source is None:
             out.add(loc + ("source",), f"no source named {topo.source!r} in the policy "
                     f"(sources: {', '.join(sorted(policy.sources)) or 'none'})")
-        elif source.kind != "postgres" or source.mode != "physical":
-            out.add(loc + ("source",), f"source {topo.source} is not a physical postgres source")
+        elif source.kind != topo.engine or source.mode != "physical":
+            out.add(loc + ("source",), f"source {topo.source} is not a physical {topo.engine} source")
     if topo.repository and topo.repository not in policy.repositories:
         out.add(loc + ("repository",), f"no repository named {topo.repository!r} in the policy")
     for key, branch in BRANCHES:

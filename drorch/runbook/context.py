@@ -117,8 +117,23 @@ class RunContext:
     def node(self, ref: str) -> PgNode:
         return self.node_at(self.role_name(ref))
 
+    @property
+    def engine(self) -> str:
+        return self.runbook.topology.engine
+
+    @property
+    def units(self):
+        from drorch.runbook.topology import GTID, WAL
+
+        return GTID if self.engine == "mariadb" else WAL
+
     def node_at(self, name: str, pgdata: str | None = None) -> PgNode:
         key = (name, pgdata)
+        if key not in self._nodes and self.engine == "mariadb":
+            from drorch.runbook.mdbnode import MdbNode
+
+            model = self.runbook.topology.nodes[name]
+            self._nodes[key] = MdbNode(mdb_spec(name, model, pgdata), lambda host=model.host: self.host(host))
         if key not in self._nodes:
             from drorch.factory import pg_params
 
@@ -184,8 +199,8 @@ class RunContext:
     def observe(self, node: PgNode) -> NodeStatus:
         status = node.status()
         self.statuses[node.name] = status
-        if status.role == "primary" and status.flush_lsn is not None:
-            seen = {"node": node.name, "lsn": lsn_text(status.flush_lsn), "at": iso(utcnow())}
+        if status.role == "primary" and status.head is not None:
+            seen = {"node": node.name, **status.seen(), "at": iso(utcnow())}
             try:
                 self.journal.state.write(seen, "topology", self.runbook.lease_name, f"last-seen-{node.name}.json")
             except DrorchError:
@@ -199,32 +214,32 @@ class RunContext:
         candidates = [self.facts.get("last_seen"),
                       self.journal.state.read("topology", self.runbook.lease_name, f"last-seen-{name}.json")]
         found = [c for c in candidates if c and c.get("node") == name]
-        return max(found, key=lambda c: parse_lsn(c["lsn"])) if found else None
+        return max(found, key=seen_position) if found else None
 
     def reference_lsn(self, ref: str) -> tuple[int, str] | None:
         """How far a server's WAL goes: flushed while it runs as primary; once stopped, its end
         of WAL read from disk; else the last position seen (an estimate)."""
-        name = self.role_name(ref)
+        name, log = self.role_name(ref), self.units.log
         status = self.observe(self.node_at(name))
         if status.role == "primary":
-            return status.flush_lsn, f"{name}'s flushed WAL"
+            return status.head, f"{name}'s {'flushed WAL' if log == 'WAL' else 'binlog'}"
         end = self.facts.get("old_primary_end") or {}
         if end.get("node") == name and end.get("lsn"):
-            return parse_lsn(end["lsn"]), f"{name}'s end of WAL (read from disk)"
+            return seen_position(end), f"{name}'s end of {log} (read from disk)"
         seen = self.last_seen(name)
         if seen:
-            return parse_lsn(seen["lsn"]), f"the last WAL position seen on {name} ({seen['at']}, an estimate)"
+            return seen_position(seen), f"the last {log} position seen on {name} ({seen['at']}, an estimate)"
         return None
 
-    def old_end_of_wal(self, name: str, lsn: int | None, basis: str) -> None:
+    def old_end_of_wal(self, name: str, lsn: int | dict | None, basis: str) -> None:
         """The end of WAL of a fenced or rejoining server: exact data loss of a failover."""
         if self.plan or name != self.roles.get("primary"):
             return
         previous = self.facts.get("old_primary_end") or {}
         if lsn is None and previous.get("lsn"):
             return
-        self.facts["old_primary_end"] = {"node": name, "lsn": lsn_text(lsn) if lsn is not None else None,
-                                         "basis": basis, "at": iso(utcnow())}
+        position = lsn if isinstance(lsn, dict) else {"lsn": lsn_text(lsn) if lsn is not None else None}
+        self.facts["old_primary_end"] = {"node": name, **position, "basis": basis, "at": iso(utcnow())}
         self.save()
 
     def expand(self, text: str) -> str:
@@ -236,10 +251,34 @@ class RunContext:
                 return "(none)"
             node = self.node(name)
             spec = node.spec
+            if self.engine == "mariadb":
+                return {None: node.name, "name": node.name, "host": spec.host, "address": spec.address,
+                        "port": str(spec.port), "pgdata": spec.datadir, "datadir": spec.datadir, "bin_dir": "",
+                        "os_user": spec.os_user, "conninfo": f"{spec.repl_address}:{spec.repl_port}"}[field]
             return {None: node.name, "name": node.name, "host": spec.host, "address": spec.params.host,
-                    "port": str(spec.params.port), "pgdata": spec.pgdata, "bin_dir": spec.bin_dir,
-                    "os_user": spec.os_user, "conninfo": spec.peer_conninfo()}[field]
+                    "port": str(spec.params.port), "pgdata": spec.pgdata, "datadir": spec.pgdata,
+                    "bin_dir": spec.bin_dir, "os_user": spec.os_user, "conninfo": spec.peer_conninfo()}[field]
         try:
             return template.expand(text, value)
         except KeyError as exc:
             raise UsageError(f"unknown placeholder field {exc}") from None
+
+
+def seen_position(record: dict) -> int:
+    """The position of a last-seen or end-of-log record (MariaDB records carry it; WAL ones an LSN)."""
+    if record.get("position") is not None:
+        return int(record["position"])
+    return parse_lsn(record["lsn"])
+
+
+def mdb_spec(name: str, model, datadir: str | None = None):
+    from drorch.runbook.mdbnode import MdbSpec
+
+    conn, repl = model.connection, model.replication
+    return MdbSpec(name=name, host=model.host, datadir=datadir or model.datadir, address=conn.host, port=conn.port,
+                   user=conn.user, password=conn.password.resolve() if conn.password else None,
+                   repl_address=repl.host or conn.host, repl_port=repl.port or conn.port, repl_user=repl.user,
+                   repl_password=repl.password.resolve() if repl.password else None, os_user=model.os_user,
+                   binlog_basename=model.binlog_basename, fence_file=model.fence_file,
+                   server_options=list(model.server_options), start_command=model.start_command,
+                   stop_command=model.stop_command)

@@ -48,6 +48,10 @@ def rpo(data: dict) -> dict | None:
     facts = data.get("facts") or {}
     objectives = data.get("objectives") or {}
     promotion = facts.get("promotion") or {}
+    if promotion.get("switchpoint") and promotion.get("engine") == "mariadb":
+        from drorch.runbook.mdbmetrics import promotion_loss
+
+        return promotion_loss(facts, promotion, objectives)
     if promotion.get("switchpoint"):
         return _promotion_loss(facts, promotion, objectives)
     restored = facts.get("dr_restore") or {}

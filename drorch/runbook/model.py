@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
-from drorch.policy.models import Model, PgConnection, _absolute
-from drorch.policy.types import Duration, Name
+from drorch.policy.models import MariadbConnection, Model, PgConnection, _absolute
+from drorch.policy.types import Duration, Name, SecretRef
 from drorch.runbook.actions import ACTIONS
 from drorch.runbook.model_types import ByteSize
 
@@ -60,26 +60,87 @@ class PgNode(Model):
     _abs = field_validator("pgdata", "bin_dir", "drill_pgdata")(lambda v: v if v is None else _absolute(v))
 
 
-class Topology(Model):
-    """The servers a runbook acts on, and the backups that feed the DR host."""
+class ReplicationAccess(Model):
+    """How the other servers replicate from this one (CHANGE MASTER TO)."""
 
+    host: str | None = Field(None, description="address the replicas connect to (default: `connection.host`)")
+    port: int | None = Field(None, ge=1, le=65535, description="default: `connection.port`")
+    user: str = Field("repl", description="a user with REPLICATION SLAVE")
+    password: SecretRef | None = None
+
+
+class MariadbNode(Model):
+    """A MariaDB server of the topology (GTID replication)."""
+
+    host: Name = Field("local", description="the machine it runs on (`local` or a `hosts:` entry)")
+    datadir: str = Field(description="its datadir")
+    connection: MariadbConnection = Field(description="how drorch connects to it (SQL over TCP)")
+    replication: ReplicationAccess = Field(default_factory=ReplicationAccess,
+                                           description="how the replicas reach it")
+    os_user: str = Field("mysql", description="the OS user that owns the datadir")
+    binlog_basename: str | None = Field(None, description="where its binlogs are, read from disk while it is "
+                                        "down (default: <datadir>/binlog)")
+    fence_file: str | None = Field(None, description="an option file the server reads at start; fencing writes "
+                                   "`read_only = ON` there (default: <datadir>.drorch-fence.cnf)")
+    server_options: list[str] = Field(default_factory=list, description="options of the default start command "
+                                      "(server-id, log-bin, ...)")
+    start_command: str | None = Field(None, description="start the server (default: mariadbd with the fence "
+                                      "file, datadir, port and `server_options`, detached)")
+    stop_command: str | None = Field(None, description="stop the server (default: SHUTDOWN over SQL, then the "
+                                     "pid file's process is signalled)")
+    fence_command: FenceCommand | None = Field(None, description="fences this node when its host is unreachable")
+    drill_datadir: str | None = Field(None, description="where drills restore on this node (default: "
+                                      "<datadir>-drill)")
+
+    _abs = field_validator("datadir", "binlog_basename", "fence_file", "drill_datadir")(
+        lambda v: v if v is None else _absolute(v))
+
+    @property
+    def pgdata(self) -> str:  # the node's data directory, whatever the engine calls it
+        return self.datadir
+
+
+class TopologyBase(Model):
     name: Name | None = Field(None, description="what the runbook lease is held on (default: the runbook id); "
                               "give runbooks of one topology the same name")
-    engine: Literal["postgres"] = "postgres"
-    nodes: dict[Name, PgNode] = Field(min_length=1)
     primary: Name = Field(description="the node that is primary when nothing has failed over yet")
-    standbys: list[Name] = Field(default_factory=list, description="streaming standbys, in order of preference")
+    standbys: list[Name] = Field(default_factory=list, description="standbys (streaming standbys, replicas), in order of preference")
     dr: list[Name] = Field(default_factory=list, description="DR nodes, fed only from the repository")
-    source: Name | None = Field(None, description="the policy source whose backups and WAL archive feed DR")
+    source: Name | None = Field(None, description="the policy source whose backups and WAL / binlog archive feed DR")
     repository: Name | None = Field(None, description="where journals and leases live (default: the "
                                     "source's repository)")
+
+
+class PgTopology(TopologyBase):
+    """The servers a runbook acts on, and the backups that feed the DR host."""
+
+    engine: Literal["postgres"] = "postgres"
+    nodes: dict[Name, PgNode] = Field(min_length=1)
     max_lag: ByteSize = Field(16 << 20, description="a standby whose replay lags more than this is not promoted")
+
+
+class MariadbTopology(TopologyBase):
+    """MariaDB servers with GTID replication, and the backups that feed the DR host."""
+
+    engine: Literal["mariadb"]
+    nodes: dict[Name, MariadbNode] = Field(min_length=1)
+    max_lag: int = Field(1000, ge=0, description="a replica more than this many transactions (GTID sequence "
+                         "numbers) behind is not promoted")
+
+
+Topology = Annotated[Union[Annotated[PgTopology, Tag("postgres")], Annotated[MariadbTopology, Tag("mariadb")]],
+                     Discriminator(lambda v: (v.get("engine", "postgres") if isinstance(v, dict) else
+                                              getattr(v, "engine", "postgres")),
+                                   custom_error_type="invalid_engine",
+                                   custom_error_message="`engine` must be one of: postgres, mariadb")]
 
 
 class Objectives(Model):
     rto: Duration | None = Field(None, description="service back within this long after the failure")
     rpo: Duration | None = Field(None, description="at most this much time of committed data lost")
-    rpo_bytes: ByteSize | None = Field(None, description="at most this much WAL lost by a standby promotion")
+    rpo_bytes: ByteSize | None = Field(None, description="at most this much WAL (binlog) lost by a promotion")
+    rpo_transactions: int | None = Field(None, ge=0, description="MariaDB: at most this many transactions "
+                                         "lost by a promotion")
 
 
 class Approval(Model):

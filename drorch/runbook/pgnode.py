@@ -79,6 +79,19 @@ class NodeStatus:
         return "standby" if self.in_recovery else "primary"
 
     @property
+    def head(self) -> int | None:
+        """How far a primary's WAL goes (engine-neutral name, as MariaDB nodes have it)."""
+        return self.flush_lsn if self.role == "primary" else None
+
+    @property
+    def applied(self) -> int | None:
+        return self.replay_lsn
+
+    def seen(self) -> dict:
+        """What the last-seen record keeps of a primary."""
+        return {"lsn": lsn_text(self.flush_lsn)}
+
+    @property
     def position(self) -> int | None:
         """How far its WAL goes: a primary's flush position, a standby's received or replayed."""
         if self.role == "primary":

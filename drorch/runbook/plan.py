@@ -17,7 +17,7 @@ from drorch.runbook.context import RunContext
 from drorch.runbook.journal import Journal, StateDir
 from drorch.runbook.model import MAIN_MODES, step_modes
 from drorch.runbook.render import View
-from drorch.runbook.runner import _lsn, needs_standby
+from drorch.runbook.runner import known_position, needs_standby
 from drorch.runbook.topology import SplitBrain, choose_candidate, choose_dr, current_primary
 from drorch.timefmt import format_duration, iso, utcnow
 
@@ -78,8 +78,8 @@ def _choose(ctx: RunContext, book, out: dict, forced: str | None) -> bool:
         raise
     ctx.roles["primary"] = primary
     seen = ctx.last_seen(primary)
-    known = None if seen is None else (_lsn(seen["lsn"]), f"the last WAL position seen on {primary} ({seen['at']})")
-    choice = choose_candidate(primary, order, statuses, book.topology.max_lag, known, forced)
+    choice = choose_candidate(primary, order, statuses, book.topology.max_lag, known_position(ctx, primary, seen),
+                              forced, ctx.units)
     choice.primary_why = why
     ctx.roles["candidate"] = choice.candidate
     out["choice"] = choice.as_dict()

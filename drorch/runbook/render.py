@@ -11,6 +11,7 @@ from drorch.runbook.actions.base import NodeView
 from drorch.runbook.docformat import Doc
 from drorch.runbook.model import DR_MODES, MAIN_MODES, Runbook, step_modes
 from drorch.runbook.model_types import human_size
+from drorch.runbook.topology import GTID, WAL
 from drorch.timefmt import format_duration
 
 ROLE_TEXT = {
@@ -43,6 +44,12 @@ class View:
             return NodeView(*(f"${{{ref}.{f}}}" if f != "name" else ref for f in
                               ("name", "host", "address", "port", "pgdata", "bin_dir", "os_user", "conninfo")),
                             f"<drill_pgdata of {ref}>")
+        if self.book.topology.engine == "mariadb":
+            repl = model.replication
+            return NodeView(name, model.host, model.connection.host, str(model.connection.port), model.datadir, "",
+                            model.os_user, f"{repl.host or model.connection.host}:{repl.port or model.connection.port}",
+                            model.drill_datadir or model.datadir.rstrip("/") + "-drill", model.connection.user,
+                            model.fence_file or model.datadir.rstrip("/") + ".drorch-fence.cnf")
         conninfo = model.replication_conninfo or \
             f"host={model.connection.host} port={model.connection.port} user={model.connection.user}"
         return NodeView(name, model.host, model.connection.host, str(model.connection.port), model.pgdata,
@@ -122,19 +129,20 @@ def _topology(doc: Doc, book: Runbook) -> None:
         rows.append([name, role_of.get(name, "-"), node.host, f"`{node.pgdata}`",
                      f"{node.connection.host}:{node.connection.port}", node.os_user, fence])
     doc.table(["node", "role", "host", "data directory", "address", "OS user", "fence command"], rows)
-    facts = [f"Standby lag bound: a standby whose replay lags more than {human_size(topology.max_lag)} is not "
+    units = GTID if topology.engine == "mariadb" else WAL
+    facts = [f"Standby lag bound: a standby whose replay lags more than {units.amount(topology.max_lag)} is not "
              "promoted."]
     if topology.source:
-        facts.append(f"DR nodes are fed only from the repository: backups and WAL archive of source "
+        facts.append(f"DR nodes are fed only from the repository: backups and {units.log} archive of source "
                      f"`{topology.source}`.")
     doc.ul(facts)
     doc.h(3, "Roles chosen at run time")
     standbys = ", ".join(topology.standbys) or "none"
-    doc.ul([f"`{role}`: " + text.format(p=topology.primary, lag=human_size(topology.max_lag), standbys=standbys,
+    doc.ul([f"`{role}`: " + text.format(p=topology.primary, lag=units.amount(topology.max_lag), standbys=standbys,
                                         dr=", ".join(topology.dr) or "none")
             for role, text in ROLE_TEXT.items()])
     doc.p("`${role.field}` in a command stands for that node's value in the table above (fields: host, "
-          "address, port, pgdata, bin_dir, os_user, conninfo).")
+          "address, port, pgdata, datadir, bin_dir, os_user, conninfo).")
 
 
 def _how_to_run(doc: Doc, book: Runbook, policy_path: str) -> None:

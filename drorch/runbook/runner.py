@@ -102,11 +102,10 @@ class Runner:
         primary, why = current_primary(order, statuses, remembered, topology.primary)
         ctx.roles["primary"] = primary
         seen = ctx.last_seen(primary)
-        known = None if seen is None else (_lsn(seen["lsn"]), f"the last WAL position seen on {primary} "
-                                                               f"({seen['at']})")
         if seen is not None and statuses[primary].role != "primary":
             ctx.facts["last_seen"] = seen  # what the data loss is estimated from until its disk can be read
-        choice = choose_candidate(primary, order, statuses, topology.max_lag, known, self.candidate)
+        choice = choose_candidate(primary, order, statuses, topology.max_lag, known_position(ctx, primary, seen),
+                                  self.candidate, ctx.units)
         choice.primary_why = why
         ctx.roles["candidate"] = choice.candidate
         data["choice"] = choice.as_dict()
@@ -368,9 +367,12 @@ def needs_standby(step) -> bool:
     return any(ref in ("candidate", "new_primary") for ref in refs)
 
 
-def _lsn(text: str) -> int:
-    from drorch.sources.pg_wal import parse_lsn
+def known_position(ctx, primary: str, seen: dict | None) -> tuple[int, str] | None:
+    """The last position seen on the primary, as the reference of the candidate's lag."""
+    from drorch.runbook.context import seen_position
 
-    return parse_lsn(text)
+    if seen is None:
+        return None
+    return seen_position(seen), f"the last {ctx.units.log} position seen on {primary} ({seen['at']})"
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.-]+?)(?:\.(name|host|address|port|pgdata|bin_dir|os_user|conninfo))?\}")
-NODE_FIELDS = ("name", "host", "address", "port", "pgdata", "bin_dir", "os_user", "conninfo")
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.-]+?)(?:\.(name|host|address|port|pgdata|datadir|bin_dir|os_user|conninfo))?\}")
+NODE_FIELDS = ("name", "host", "address", "port", "pgdata", "datadir", "bin_dir", "os_user", "conninfo")
 RUN_VALUES = ("run", "mode", "runbook")
 ROLES = ("primary", "candidate", "new_primary", "dr")
 

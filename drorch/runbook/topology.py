@@ -5,10 +5,25 @@ functions of the nodes' observed states, so every decision has a sentence."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from drorch.errors import DrorchError
 from drorch.runbook.model_types import human_size
 from drorch.runbook.pgnode import NodeStatus, lsn_text
+
+
+@dataclass(frozen=True)
+class Units:
+    """How an engine's positions and distances read: WAL LSNs and bytes, or GTIDs and transactions."""
+
+    position: Callable[[int | None], str]
+    amount: Callable[[int | None], str]
+    log: str  # what the primary's log is called
+
+
+WAL = Units(lsn_text, human_size, "WAL")
+GTID = Units(lambda n: "-" if n is None else f"GTID seq {n}",
+             lambda n: "-" if n is None else f"{n} transaction" + ("" if n == 1 else "s"), "binlog")
 
 
 class SplitBrain(DrorchError):
@@ -44,17 +59,17 @@ def current_primary(order: list[str], statuses: dict[str, NodeStatus], remembere
 
 
 def choose_candidate(primary: str, order: list[str], statuses: dict[str, NodeStatus], max_lag: int,
-                     known: tuple[int, str] | None = None, forced: str | None = None) -> Choice:
+                     known: tuple[int, str] | None = None, forced: str | None = None, units: Units = WAL) -> Choice:
     """The standby to promote: running, in recovery, replay within max_lag of the
     reference (the primary's flushed WAL, else the last known end of its WAL),
     the furthest ahead; ties go to the first in the standbys list."""
     status = statuses.get(primary)
     choice = Choice(primary, "")
-    reference = _reference(status, [statuses[n] for n in order if n != primary], known)
-    choice.reference = None if reference is None else {"lsn": lsn_text(reference[0]), "basis": reference[1]}
+    reference = _reference(status, [statuses[n] for n in order if n != primary], known, units)
+    choice.reference = None if reference is None else {"lsn": units.position(reference[0]), "basis": reference[1]}
     eligible = []
     for index, name in enumerate(n for n in order if n != primary):
-        why = _ineligible(statuses[name], reference, max_lag, forced)
+        why = _ineligible(statuses[name], reference, max_lag, forced, units)
         if why:
             choice.reasons[name] = why
         else:
@@ -64,44 +79,46 @@ def choose_candidate(primary: str, order: list[str], statuses: dict[str, NodeSta
     eligible.sort(reverse=True)
     best_pos, _, best = eligible[0]
     choice.candidate = best
-    lag = "" if reference is None else f", {human_size(max(0, reference[0] - (statuses[best].replay_lsn or 0)))} " \
+    lag = "" if reference is None else f", {units.amount(max(0, reference[0] - (statuses[best].applied or 0)))} " \
                                        f"replay lag"
-    choice.reasons[best] = f"chosen: the furthest ahead of the eligible standbys (at {lsn_text(best_pos)}{lag})"
+    choice.reasons[best] = f"chosen: the furthest ahead of the eligible standbys (at {units.position(best_pos)}{lag})"
     for pos, _, name in eligible[1:]:
         if pos < best_pos:
-            choice.reasons[name] = f"eligible, but {best} is further ahead by {human_size(best_pos - pos)}"
+            choice.reasons[name] = f"eligible, but {best} is further ahead by {units.amount(best_pos - pos)}"
         else:
             choice.reasons[name] = f"eligible and as far ahead, but {best} comes first in the standbys list"
     return choice
 
 
 def _reference(primary: NodeStatus | None, standbys: list[NodeStatus],
-               known: tuple[int, str] | None) -> tuple[int, str] | None:
-    if primary is not None and primary.role == "primary" and primary.flush_lsn is not None:
-        return primary.flush_lsn, f"the primary {primary.name}'s flushed WAL"
+               known: tuple[int, str] | None, units: Units) -> tuple[int, str] | None:
+    if primary is not None and primary.role == "primary" and primary.head is not None:
+        return primary.head, f"the primary {primary.name}'s {'flushed WAL' if units is WAL else 'binlog'}"
     best: tuple[int, str] | None = known
     for status in standbys:
         if status.up and status.position is not None and (best is None or status.position > best[0]):
-            best = (status.position, f"the WAL {status.name} received (the primary's is not known)")
+            best = (status.position, f"the {units.log} {status.name} received (the primary's is not known)")
     return best
 
 
 def _ineligible(status: NodeStatus, reference: tuple[int, str] | None, max_lag: int,
-                forced: str | None) -> str | None:
+                forced: str | None, units: Units) -> str | None:
     if forced and status.name != forced:
         return f"not the standby asked for (--candidate {forced})"
     if not status.up:
         return f"not reachable: {status.error}"
     if status.role != "standby":
         return "not a standby (it takes writes)"
-    if status.replay_lsn is None:
-        return "reports no replayed WAL position"
+    if status.applied is None:
+        return f"reports no replayed {units.log} position" + ("" if units is WAL else " (not a replica)")
     if reference is not None:
-        lag = max(0, reference[0] - status.replay_lsn)
+        lag = max(0, reference[0] - status.applied)
         if lag > max_lag:
             paused = "; its replay is paused" if status.replay_paused else ""
-            return (f"lags {human_size(lag)} ({lag} bytes) behind {reference[1]} at {lsn_text(reference[0])}, "
-                    f"beyond the bound of {human_size(max_lag)} (replayed {lsn_text(status.replay_lsn)}{paused})")
+            exact = f" ({lag} bytes)" if units is WAL else ""
+            return (f"lags {units.amount(lag)}{exact} behind {reference[1]} at {units.position(reference[0])}, "
+                    f"beyond the bound of {units.amount(max_lag)} (replayed {units.position(status.applied)}"
+                    f"{paused})")
     return None
 
 

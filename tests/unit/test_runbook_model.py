@@ -105,7 +105,7 @@ def test_step_ids_are_unique_and_a_drill_never_touches_production(tmp_path):
     assert "step id 'promote' is used twice" in found
     assert "pg.fence changes production servers and must not run in a drill" in found
     assert "there is no `candidate` there" in found
-    assert "pg.restore / pg.rebuild restore the backups of `source:`" in found
+    assert "pg.restore / pg.rebuild / mariadb.restore restore the backups of `source:`" in found
 
 
 def test_runbooks_live_in_the_policy_directory_and_name_what_it_has(tmp_path):
@@ -255,3 +255,62 @@ def test_the_runners_measurements_read_as_sentences_in_reports():
                                       "data lost: 8.0 KiB of WAL (exact); objective MISSED"]
     assert outcome_lines({"rto": {"seconds": None}, "rpo": None}) == []
     assert outcome_lines(["as it was"]) == ["as it was"]
+
+
+MDB_EXAMPLE_MD = ROOT / "examples" / "mariadb-failover.md"
+
+
+def mariadb_example(into: Path) -> Path:
+    import shutil
+
+    for name in ("mariadb-cluster.yaml", "mariadb-failover.yaml"):
+        shutil.copy(ROOT / "policies" / name, into / name)
+    return into
+
+
+def test_the_mariadb_example_validates_and_its_rendered_document_is_up_to_date(tmp_path):
+    book = load_policy(mariadb_example(tmp_path)).runbooks["mariadb-failover"]
+    text = render.markdown(book, "policies/mariadb-failover.yaml", SHOWN_POLICY)
+    assert MDB_EXAMPLE_MD.read_text() == text, (
+        "examples/mariadb-failover.md is not the rendering of policies/mariadb-failover.yaml; regenerate it: "
+        "python -c \"from tests.unit.test_runbook_model import regenerate_mariadb; regenerate_mariadb()\"")
+    for step in book.steps + book.dr_branch.steps:
+        assert step.title in text and f"`{step.id}`" in text
+    assert "SET GLOBAL read_only = ON" in text and "MASTER_USE_GTID = slave_pos" in text
+    assert "RESET SLAVE ALL" in text and "1000 transactions" in text
+
+
+def regenerate_mariadb() -> None:
+    import tempfile
+
+    book = load_policy(mariadb_example(Path(tempfile.mkdtemp()))).runbooks["mariadb-failover"]
+    MDB_EXAMPLE_MD.write_text(render.markdown(book, "policies/mariadb-failover.yaml", SHOWN_POLICY))
+
+
+def test_a_mariadb_runbook_refuses_pg_actions_and_postgres_node_keys(tmp_path):
+    text = MINIMAL.replace("    nodes:\n      a: {pgdata: /srv/a, connection: {port: 5432}}\n"
+                           "      b: {pgdata: /srv/b, connection: {port: 5433}}",
+                           "    engine: mariadb\n    nodes:\n      a: {datadir: /srv/a, connection: {port: 3306}}\n"
+                           "      b: {pgdata: /srv/b, connection: {port: 3307}}")
+    found = problems(write(tmp_path, text))
+    assert any(":10:11: runbook.topology.nodes.b.pgdata: unknown key; did you mean 'datadir'?" in p for p in found), found
+    fixed = text.replace("b: {pgdata: /srv/b", "b: {datadir: /srv/b")
+    found = problems(write(tmp_path, fixed))
+    assert any(":18:7: runbook.steps[0].action: pg.promote acts on postgres servers; this topology's engine is "
+               "mariadb" in p for p in found), found
+    book, _ = load_runbook_file(write(tmp_path, fixed.replace("pg.promote", "mariadb.promote")))
+    assert book.topology.engine == "mariadb" and book.topology.max_lag == 1000
+    wrong = problems(write(tmp_path, fixed.replace("engine: mariadb", "engine: oracle")))
+    assert any(":7:5: runbook.topology.engine: `engine` must be one of: postgres, mariadb" in p for p in wrong), wrong
+
+
+def test_gtid_arithmetic_and_the_end_of_a_binlog():
+    from drorch.runbook.mdbnode import binlog_distance, gtid_lag, gtid_seq, last_gtid
+
+    assert gtid_seq("0-1-42,1-2-7") == 49 and gtid_lag("0-1-42,1-2-7", "0-1-40") == 9
+    assert gtid_lag("0-2-43", "0-1-50") == 0
+    assert binlog_distance(("binlog.000002", 100), ("binlog.000003", 50),
+                           {"binlog.000002": 400, "binlog.000003": 50}) == 350
+    dump = "# Gtid list [0-1-40]\n#260101  1:02:03 server id 1  end_log_pos 9 GTID 0-1-41 trans\n" \
+           "#260101  1:02:03 server id 1  end_log_pos 9 GTID 0-1-42 trans\n"
+    assert last_gtid(dump) == "0-1-42" and last_gtid("# Gtid list [0-1-40]") == "0-1-40"

@@ -55,6 +55,8 @@ class NodeView:
     os_user: str
     conninfo: str
     drill_pgdata: str = ""
+    user: str = ""  # MariaDB: the user drorch connects as
+    fence_file: str = ""  # MariaDB: the option file fencing writes
 
     def psql(self, sql: str, dbname: str | None = None) -> str:
         db = f" -d {dbname}" if dbname else ""

@@ -17,16 +17,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from drorch.errors import DrorchError, HostError, HostUnreachableError
 from drorch.policy.models import Model
 from drorch.policy.types import Duration
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field, tail
+from drorch.runbook.actions.fencing import fence_nodes, preview_fence, refuse_second_primary
 from drorch.timefmt import format_duration
-
-SPLIT_BRAIN = ("SPLIT-BRAIN RISK: {node} could not be fenced ({why}). drorch cannot tell a dead server from "
-               "one it cannot reach: if {node} still runs and its clients still reach it, promoting another "
-               "server makes two writable primaries and committed data diverges. Approve ONLY after you have "
-               "made sure {node} is down or cut off (power off, network, storage).")
 
 
 class FenceArgs(Model):
@@ -68,65 +63,13 @@ class PgFence(Action):
 
     def preview(self, args: FenceArgs, ctx) -> str:
         """Plan mode: what fencing would find (read-only: pg_ctl status, SSH reachability)."""
-        parts = []
-        for node in ctx.nodes(args.nodes):
-            try:
-                running = node.running()
-                parts.append(f"{node.name}: host reachable, server " + (
-                    "running: it would be stopped" if running else "not running: standby.signal would be left"))
-            except DrorchError as exc:
-                how = "its fence command would run" if ctx.fence_command(node.name) else \
-                    "no fence command: the run would stop at an approval (split-brain risk)"
-                parts.append(f"{node.name}: host NOT reachable ({exc.message}); {how}")
-        return "; ".join(parts) or "no server to fence"
+        return preview_fence(ctx.nodes(args.nodes), lambda node: "server " + (
+            "running: it would be stopped" if node.running() else "not running: standby.signal would be left"),
+            ctx)
 
     def run(self, args: FenceArgs, ctx) -> Outcome:
-        proofs, failures, output = {}, {}, []
-        for node in ctx.nodes(args.nodes):
-            proof, why, out = fence_one(node, args, ctx)
-            output += out
-            if proof:
-                proofs[node.name] = proof
-            else:
-                failures[node.name] = why
-        data = {"proofs": proofs, "failures": failures}
-        if failures:
-            return Outcome(False, "; ".join(f"{name} NOT fenced: {why}" for name, why in failures.items()), data,
-                           tail("\n".join(output)))
-        ctx.milestone("fenced")
-        return Outcome(True, "; ".join(f"{name} fenced: {proof}" for name, proof in proofs.items()) or
-                       "no server to fence", data, tail("\n".join(output)))
-
-
-def fence_one(node, args: FenceArgs, ctx) -> tuple[str | None, str, list[str]]:
-    """(proof or None, why not, command output) for one server."""
-    output: list[str] = []
-    try:
-        proof, why = _fence_on_host(node, args, ctx, output)
-        if proof:
-            return proof, "", output
-    except HostUnreachableError as exc:
-        why = f"host {node.spec.host} not reachable: {exc.message}"
-    except HostError as exc:  # reached, but the commands failed (sudo, pg_ctl): no proof either
-        why = f"on host {node.spec.host}: {exc.message}"
-    fence = ctx.fence_command(node.name)
-    if fence is not None:
-        command = ctx.expand(fence.command)
-        try:
-            result = ctx.host(fence.host).run(command, shell=True, timeout=ctx.remaining())
-            output.append(tail(result.stdout + result.stderr))
-            if result.ok:
-                return f"fence command succeeded on host {fence.host}: {command}", "", output
-            why += f"; the fence command exited {result.exit_status}"
-        except DrorchError as exc:
-            why += f"; the fence command failed: {exc.message}"
-    else:
-        why += "; no fence_command is configured for it"
-    approved, answer = ctx.ask(SPLIT_BRAIN.format(node=node.name, why=why), args.approval_timeout.total_seconds(),
-                               "reject", question=f"split-brain-{node.name}")
-    if approved:
-        return f"a person confirmed that {node.name} is down ({answer}); not observed by drorch", "", output
-    return None, f"{why}; {answer}", output
+        return fence_nodes(ctx.nodes(args.nodes), lambda node, out: _fence_on_host(node, args, ctx, out), ctx,
+                           args.approval_timeout.total_seconds())
 
 
 def _fence_on_host(node, args: FenceArgs, ctx, output: list[str]) -> tuple[str | None, str]:
@@ -183,10 +126,9 @@ class PgStart(Action):
         import time
 
         node = ctx.node(args.node)
-        if args.writable:
-            for other in ctx.production_nodes():
-                if other.name != node.name and ctx.observe(other).role == "primary":
-                    return Outcome(False, f"refusing to start {node.name} as a primary: {other.name} takes writes")
+        refused = refuse_second_primary(node, ctx, "start as a primary") if args.writable else None
+        if refused is not None:
+            return refused
         if not node.running():
             if args.writable:
                 node.remove("standby.signal")

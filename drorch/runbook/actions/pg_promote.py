@@ -12,6 +12,7 @@ from drorch.errors import DrorchError
 from drorch.policy.models import Model
 from drorch.policy.types import Duration
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field
+from drorch.runbook.actions.fencing import refuse_second_primary
 from drorch.runbook.pgnode import lsn_text, pg_value
 from drorch.sources.pg_wal import parse_lsn
 from drorch.timefmt import iso, utcnow
@@ -40,10 +41,9 @@ class PgPromote(Action):
 
     def run(self, args: PromoteArgs, ctx) -> Outcome:
         node = ctx.node(args.node)
-        for other in ctx.production_nodes():
-            if other.name != node.name and ctx.observe(other).role == "primary":
-                return Outcome(False, f"refusing to promote {node.name}: {other.name} is a writable primary; "
-                                      "fence it first (never two writable primaries)")
+        refused = refuse_second_primary(node, ctx, "promote")
+        if refused is not None:
+            return refused
         before = ctx.observe(node)
         if before.role != "standby":
             return Outcome(False, f"{before.describe()}: only a running standby can be promoted")

@@ -24,6 +24,16 @@ class StatusExpect(Model):
     writable: bool | None = Field(None, description="false: must not take writes (down, or in recovery)")
 
 
+def role_problems(expect: StatusExpect, status) -> list[str]:
+    """What differs from the expected role / writability (shared by the engines' status actions)."""
+    problems = []
+    if expect.role and status.role != expect.role:
+        problems.append(f"expected {expect.role}")
+    if expect.writable is not None and (status.role == "primary") != expect.writable:
+        problems.append("takes writes" if status.role == "primary" else "does not take writes")
+    return problems
+
+
 class StatusArgs(Model):
     node: str = node_field("primary", "the node (or role) to look at")
     expect: StatusExpect = Field(default_factory=StatusExpect, description="default: just report")
@@ -52,11 +62,7 @@ class PgStatus(Action):
     def run(self, args: StatusArgs, ctx) -> Outcome:
         node = ctx.node(args.node)
         status = ctx.observe(node)
-        problems = []
-        if args.expect.role and status.role != args.expect.role:
-            problems.append(f"expected {args.expect.role}")
-        if args.expect.writable is not None and (status.role == "primary") != args.expect.writable:
-            problems.append("takes writes" if status.role == "primary" else "does not take writes")
+        problems = role_problems(args.expect, status)
         lag_text = ""
         if args.expect.max_lag is not None and status.role == "standby":
             reference = ctx.reference_lsn("primary")
