@@ -62,7 +62,7 @@ class Env:
         self.mariadb = Server(mdb_base, "primary").init().start()
         self.write_policy()
 
-    def write_policy(self, pg_assertions: str = GOOD_PG, mdb_assertions: str = GOOD_MDB) -> None:
+    def write_policy(self, pg_assertions: str = GOOD_PG, mdb_assertions: str = GOOD_MDB, extra: str = "") -> None:
         mariadb = "" if self.mariadb is None else f"""\
   {MDB}:
     kind: mariadb
@@ -96,7 +96,7 @@ sources:
       max_age: 1d
       timeout: 2m
       assertions:
-{pg_assertions}{mariadb}""")
+{pg_assertions}{mariadb}{extra}""")
 
     def leftovers(self) -> tuple[list, list[int]]:
         return list(self.sandbox.iterdir()), sandbox_processes(self.sandbox) + mariadbd_in(self.sandbox)
@@ -219,6 +219,37 @@ def test_a_false_assertion_on_a_verify_host_fails_and_leaves_nothing(env, drorch
     assert checks["cleanup"]["result"] == "passed"
     assert env.leftovers() == ([], [])
     assert env.mariadb.scalar("SELECT COUNT(*) FROM shop.orders") == 50  # production untouched
+
+
+def test_a_logical_backup_is_loaded_and_checked_on_a_verify_host(env, drorch):
+    env.write_policy(extra=f"""\
+  dumps:
+    kind: postgres
+    mode: logical
+    repository: local
+    databases: [shop]
+    connection: {{host: 127.0.0.1, port: {env.primary.port}, user: postgres, dbname: postgres}}
+    verify:
+      level: restore
+      host: verify1
+      sandbox: {env.sandbox}
+      assertions:
+        - sql: "SELECT count(*) FROM orders"
+          database: shop
+          expect: "100"
+""")
+    try:
+        assert drorch("backup", "--policy", env.policy, "--source", "dumps", "--type", "full").code == 0
+        result, done, checks = verify(drorch, env, "dumps")
+    finally:
+        env.write_policy()
+    assert result.code == 0, result.out + result.err
+    assert done["sandbox"]["host"] == "verify1"
+    assert {name: c["result"] for name, c in checks.items()} == {
+        "structure": "passed", "restore": "passed", "files": "passed", "dump shop": "passed", "globals": "passed",
+        "load shop": "passed", "pg_amcheck": "passed", "assertion: SELECT count(*) FROM orders": "passed",
+        "stop": "passed", "cleanup": "passed"}, done["checks"]
+    assert env.leftovers() == ([], [])
 
 
 def test_the_policy_takes_a_verify_host_for_postgres(env, drorch):
