@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, installed when missing.  Runs as root.
 set -euo pipefail
-packages=(python3-venv postgresql-15 mariadb-server mariadb-backup openssh-server sudo)
+packages=(python3-venv postgresql-15 mariadb-server mariadb-backup openssh-server sudo procps)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import posixpath
-import signal
 import socket
 import tempfile
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 from drorch.engine.progress import Progress
 from drorch.engine.restore import run_restore
+from drorch.engine.verify_archive import rule_for
 from drorch.engine.verify_tree import check_tree
 from drorch.errors import DrorchError
 from drorch.fsmeta import Entry
@@ -28,13 +28,13 @@ from drorch.hosts.base import Host
 from drorch.repo.locks import holder_alive, process_start
 from drorch.repo.manifest import Manifest, read_entries
 from drorch.repo.repository import Repository
-from drorch.sources.base import SERVER_PID, Check, RestoreOptions, Sandbox
+from drorch.sources.base import Check, RestoreOptions, Sandbox
+from drorch.sources.sandbox_server import kill_left_server
 from drorch.timefmt import iso, utcnow
 
 log = logging.getLogger(__name__)
 PREFIX = "drorch-verify-"
 OWNER = "drorch-sandbox.json"  # who uses a sandbox: a later verification removes it once that process is gone
-GROUP_EXIT_WAIT = 15.0  # seconds for a killed server's processes to end
 REMOVE_TRIES = 4
 
 
@@ -61,6 +61,7 @@ def verify_by_restore(repo: Repository, source, manifest: Manifest, host: Host, 
     sandbox = Sandbox(path=path, target=posixpath.join(path, "restore"), assertions=assertions, timeout=timeout)
     outcome.sandbox = sandbox.info
     sandbox.info.update(host=host.name, path=path)
+    _archive_in_sandbox(repo, manifest, host, sandbox)
     try:
         if _restore(repo, source, manifest, host, sandbox, outcome, progress):
             _tree(repo, source, manifest, host, sandbox, outcome)
@@ -70,9 +71,23 @@ def verify_by_restore(repo: Repository, source, manifest: Manifest, host: Host, 
     return outcome
 
 
+def _archive_in_sandbox(repo: Repository, manifest: Manifest, host: Host, sandbox: Sandbox) -> None:
+    """On a verify host, the archive files the backup needs (PostgreSQL: its WAL) are
+    put into the sandbox by the source's checks (sandbox.fetch_archive) and the
+    restored copy reads them there: nothing of drorch, its policy or the repository
+    is needed on that host.  On the backup host, recovery uses drorch's wal-get."""
+    rule = rule_for(manifest.kind)
+    if host.name == "local" or rule is None or not rule.required(manifest.source_facts):
+        return
+    sandbox.archive_dir = posixpath.join(sandbox.path, "archive")
+    sandbox.fetch_archive = lambda name: repo.get_blob(rule.key(manifest.source, name))
+
+
 def _restore(repo, source, manifest, host, sandbox, outcome, progress) -> bool:
     started = time.monotonic()
     options = RestoreOptions(target=sandbox.target, source_options={"sandbox": True})
+    if sandbox.archive_dir:
+        options.source_options["archive_dir"] = sandbox.archive_dir
     try:
         result = run_restore(repo, source, manifest, options, host, progress=progress)
     except (DrorchError, OSError) as exc:
@@ -153,45 +168,11 @@ def _remove(host: Host, path: str, outcome: RestoreOutcome) -> None:
     outcome.checks.append(Check("cleanup", "passed" if gone else "failed", detail, outcome.phases["cleanup"]))
 
 
-def _kill_server(host: Host, path: str) -> None:
-    """Kill the process group of the server a source started in the sandbox
-    (SERVER_PID), if that process still runs from this sandbox."""
-    if host.name != "local":
-        return  # a verify host over SSH: with the SSH layer
-    try:
-        pid = int(host.read(posixpath.join(path, SERVER_PID)).split()[0])
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().decode(errors="replace")
-    except (OSError, ValueError, IndexError):
-        return
-    if path in cmdline:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + GROUP_EXIT_WAIT  # SIGKILL is delivered, not yet done: let them go
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group still runs (zombies do not count)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
 def sweep_leftovers(host: Host, base: str) -> list[str]:
     """Remove sandboxes whose verification process is gone (killed before its
-    cleanup ran), stopping what the source left running there first."""
+    cleanup ran), stopping what the source left running there first — on the
+    backup host or a verify host alike (the owner note names the machine and
+    process of the verification, wherever its sandbox is)."""
     removed = []
     for name in host.listdir(base) or []:
         path = posixpath.join(base, name)
@@ -203,7 +184,7 @@ def sweep_leftovers(host: Host, base: str) -> list[str]:
             continue
         if owner.get("host") != socket.gethostname() or holder_alive(owner):
             continue
-        _kill_server(host, path)
+        kill_left_server(host, path)
         try:
             host.remove(path)
         except OSError as exc:  # never fail this verification for an old one's leftovers

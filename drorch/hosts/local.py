@@ -56,12 +56,12 @@ class LocalProcess:
     """A command on this machine (stderr goes to a temporary file, so a chatty
     command never blocks on a full pipe)."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], switch: dict | None = None):
         self.argv = argv
         self._stderr = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._stderr)
+                                         stderr=self._stderr, **(switch or {}))
         except OSError as exc:
             self._stderr.close()
             raise HostError(f"cannot run {describe(argv)} on this machine: {exc.strerror}",
@@ -94,6 +94,17 @@ class LocalProcess:
             self.proc.kill()
 
 
+def _switch_to(user: str) -> dict:
+    """Popen arguments that run a command as user (this process is root)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise HostError(f"there is no OS user {user} on this machine",
+                        "check the user names in the policy (os_user)") from None
+    env = {**os.environ, "HOME": entry.pw_dir, "USER": user, "LOGNAME": user}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "env": env}
+
+
 class LocalHost:
     name = "local"
 
@@ -113,6 +124,8 @@ class LocalHost:
     # -- commands -------------------------------------------------------------
 
     def start(self, argv: list[str] | str, *, shell: bool = False, user: str | None = None) -> LocalProcess:
+        if user is not None and user != self.login and self.is_root:
+            return LocalProcess(as_argv(argv, shell), _switch_to(user))  # root needs no sudo here
         return LocalProcess(with_user(as_argv(argv, shell), user, self.login))
 
     def run(self, argv: list[str] | str, *, stdin: StdinData = None, timeout: float | None = None,

@@ -336,7 +336,8 @@ class Verify(Model):
         "read", description="structure: every object is there; read: every byte checked; restore: restored "
                             "into a sandbox and checked by the database")
     host: Name = Field("local", description="where restore verifications restore: `local` (the backup host) "
-                       "or an entry of `hosts:` (a verify host over SSH; files sources only for now)")
+                       "or an entry of `hosts:` (a verify host over SSH: a restored database is started and "
+                       "checked there)")
     sandbox: str | None = Field(None, description="directory on that host to restore into (default: the "
                                 "system's temporary directory); each verification uses, then removes, a new "
                                 "directory under it")
@@ -444,9 +445,6 @@ class PostgresSource(SourceBase):
             _absolute(self.pgdata)
         if self.backup_from == "standby" and self.standby is None:
             raise ValueError("backup_from: standby needs a `standby:` section (host, connection)")
-        if self.verify.host != "local":
-            raise ValueError("verify.host: a restored PostgreSQL cluster is started on the backup host only "
-                             "for now; leave verify.host out")
         if self.mode == "logical" and self.retention.diff is not None:
             raise ValueError("mode logical takes full backups only: remove retention.diff")
         return self

@@ -64,6 +64,10 @@ class Sandbox:
     #: what the source started there (server pid, port ...), kept as evidence; its
     #: `startup_seconds` (restored files -> database ready) adds to the restore time
     info: dict = field(default_factory=dict)
+    #: on a verify host: where the restored copy reads the archive files it needs
+    #: (restore_command), which the source's checks put there with fetch_archive(name) -> bytes
+    archive_dir: str | None = None
+    fetch_archive: Callable[[str], bytes] | None = None
 
 
 class Source(Protocol):

@@ -89,9 +89,12 @@ def recovery_settings(options: RestoreOptions, facts: dict, source: str, setting
     """The postgresql.auto.conf lines for this restore."""
     pitr = options.source_options
     if pitr.get("sandbox"):  # a restore verification: to consistency, promote, nothing shared with production
-        pitr = {"immediate": True, "action": "promote", "archive_mode": "off", "sandbox": True}
+        pitr = {"immediate": True, "action": "promote", "archive_mode": "off", "sandbox": True,
+                "archive_dir": pitr.get("archive_dir")}
     command = (f"{settings.drorch_command} wal-get --policy {shlex.quote(str(settings.policy_path))} "
                f"--source {shlex.quote(source)} %f %p")
+    if pitr.get("archive_dir"):  # a verify host: the WAL was put into the sandbox (engine/verify_restore.py)
+        command = f"cp {shlex.quote(pitr['archive_dir'])}/%f %p"
     if settings.spool and not pitr.get("sandbox"):  # production's spool is not the sandbox's
         command = command.replace(" wal-get ", f" wal-get --async --spool {shlex.quote(settings.spool)} "
                                                f"--prefetch {settings.prefetch} ")

@@ -248,7 +248,7 @@ class PostgresSource:
     def verify_restored(self, sandbox: Sandbox, facts: dict, host: Host, add) -> None:
         from drorch.sources.pg_verify import verify_physical
 
-        verify_physical(self.settings, sandbox, host, add)
+        verify_physical(self.settings, sandbox, host, add, facts)
 
 
 def _join(prefix: str, rel: str) -> str:

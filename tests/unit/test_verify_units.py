@@ -156,3 +156,34 @@ def test_a_record_finishing_in_the_second_of_an_earlier_one_is_still_the_newest(
     refs = verifications.refs(repo, "s", "20261122T090000Z-F")
     assert [(r.level, r.result) for r in refs] == [("restore", "passed"), ("structure", "failed"), ("read", "passed")]
     assert verifications.last_by_label(repo, "s")["20261122T090000Z-F"].level == "read"
+
+
+def test_a_verify_host_is_accepted_for_postgres_and_its_sandbox_reads_wal_from_the_sandbox():
+    from types import SimpleNamespace
+
+    from drorch.sources.base import RestoreOptions
+    from drorch.sources.pg_recovery import recovery_settings
+
+    model = PostgresSource.model_validate({"kind": "postgres", "repository": "r", "pgdata": "/pg",
+                                           "verify": {"level": "restore", "host": "verify1"}})
+    assert model.verify.host == "verify1"
+    settings = SimpleNamespace(drorch_command="drorch", policy_path="/etc/drorch/p.yaml", spool="/spool", prefetch=8)
+    local = recovery_settings(RestoreOptions(target="/t", source_options={"sandbox": True}), {}, "db", settings)
+    assert "wal-get" in local["restore_command"] and "--spool" not in local["restore_command"]
+    remote = recovery_settings(RestoreOptions(target="/t", source_options={"sandbox": True, "archive_dir": "/s/a"}),
+                               {}, "db", settings)
+    assert remote["restore_command"] == "'cp /s/a/%f %p'" and remote["archive_mode"] == "off"
+    assert remote["recovery_target"] == "'immediate'" and remote["recovery_target_action"] == "'promote'"
+
+
+def test_query_results_of_the_sandbox_clients_are_typed_like_the_drivers():
+    from drorch.sources import mariadb_verify, pg_sandbox
+
+    assert pg_sandbox._typed("t", "boolean") is True and pg_sandbox._typed("f", "boolean") is False
+    assert pg_sandbox._typed("501", "bigint") == 501 and pg_sandbox._typed("1.50", "numeric") == Decimal("1.50")
+    assert pg_sandbox._typed(pg_sandbox._NULL, "integer") is None and pg_sandbox._typed("t", "text") == "t"
+    assert pg_sandbox._psql_error('psql:<stdin>:7: ERROR:  column "x" does not exist\nLINE 1: ...') == \
+        'column "x" does not exist'
+    assert mariadb_verify._typed("NULL") is None and mariadb_verify._typed("1") == 1
+    assert mariadb_verify._typed("2.50") == Decimal("2.50") and mariadb_verify._typed("a b") == "a b"
+    assert mariadb_verify._unescape("a\\tb\\\\n\\n") == "a\tb\\n\n"
