@@ -148,8 +148,8 @@ class ReadAhead:
 
     def _count_loss(self, request: _Request, exc: Exception) -> None:
         request.losses += 1
-        if request.losses >= self._attempts:
-            self._finish(request, error=HostUnreachableError(
+        if request.losses >= self._attempts:  # the host is gone: the requests behind it fail too
+            self._fail_all(HostUnreachableError(
                 f"lost the connection to host {self._shells.where} {self._attempts} times: {exc}",
                 "check the network and sshd on that host; nothing half-done was kept, run it again"))
             return
