@@ -53,7 +53,7 @@ def openssh(setup, command: str) -> None:
     server = setup.server
     subprocess.run(f"ssh -q -i {setup.client_key} -o UserKnownHostsFile={setup.known_hosts} "
                    f"-o BatchMode=yes -p {server.port} {server.user}@{server.address} {command} "
-                   "| cat > /dev/null", shell=True, check=True)
+                   "2>/dev/null | cat > /dev/null", shell=True, check=True)
 
 
 def read_large(host, path: Path, size: int) -> None:
@@ -66,19 +66,22 @@ def read_large(host, path: Path, size: int) -> None:
 
 
 def read_tree(host, tree: Path) -> int:
-    """As the pipeline reads small files: a walk, then batches of 128 files / 1 MiB."""
-    batches, batch, nbytes = [], [], 0
+    """As the pipeline reads small files: a walk, then batches of host.read_batch
+    (files, bytes), each sent to the host as soon as it is known (start_read_many)."""
+    most_files, most_bytes = host.read_batch
+    pending, batch, nbytes = [], [], 0
     for path, st, _ in host.walk(str(tree), lambda p, d: False):
         if st.st_mode & 0o170000 == 0o100000:
             batch.append(path)
             nbytes += st.st_size
-            if len(batch) >= 128 or nbytes >= MiB:
-                batches.append(batch)
+            if len(batch) >= most_files or nbytes >= most_bytes:
+                pending.append(host.start_read_many(batch, MiB + 1))
                 batch, nbytes = [], 0
     if batch:
-        batches.append(batch)
-    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
-        return sum(pool.map(lambda b: len(host.read_many(b, MiB + 1)), batches))
+        pending.append(host.start_read_many(batch, MiB + 1))
+    got = sum(len(answer()) for answer in pending)
+    assert got == sum(1 for p in tree.rglob("*") if p.is_file()), got
+    return got
 
 
 def backup(policy: Path, source: str) -> None:
@@ -108,9 +111,11 @@ def main() -> None:
         host.connect()
         rows = []
 
-        def row(what, seconds, nbytes, files=None):
-            rate = f"{nbytes / MiB / seconds:8.1f} MiB/s"
-            rows.append((what, f"{seconds:7.2f} s", rate, f"{files / seconds:8.0f} files/s" if files else ""))
+        def row(what, seconds, nbytes, files=None, openssh_seconds=None):
+            rate = f"{nbytes / MiB / seconds:8.1f} MiB/s" if nbytes else " " * 13
+            ratio = f"  {seconds / openssh_seconds:4.2f}x OpenSSH's time" if openssh_seconds else ""
+            rows.append((what, f"{seconds:7.2f} s", rate,
+                         (f"{files / seconds:8.0f} files/s" if files else "") + ratio))
 
         row(f"OpenSSH: ssh host cat FILE ({args.large_mb} MiB)",
             best(args.repeat, lambda: openssh(setup, f"cat {large}")), size)
@@ -119,14 +124,16 @@ def main() -> None:
         row("drorch backup (full) of FILE over SSH", best(args.repeat, lambda: backup(policy, "large-ssh")), size)
         row("drorch backup (full) of FILE, local (no SSH)",
             best(args.repeat, lambda: backup(policy, "large-local")), size)
-        row(f"OpenSSH: ssh host tar -cf - DIR | cat ({args.files} files)",
-            best(args.repeat, lambda: openssh(setup, f"tar -cf - {tree}")), tree_bytes, args.files)
-        row("drorch SSH host: walk + batched reads of DIR",
-            best(args.repeat, lambda: read_tree(host, tree)), tree_bytes, args.files)
+        tar = best(args.repeat, lambda: openssh(setup, f"tar -cf - {tree}"))
+        row(f"OpenSSH: ssh host tar -cf - DIR | cat ({args.files} files)", tar, tree_bytes, args.files)
+        login = best(args.repeat, lambda: openssh(setup, "true"))
+        row("  (of which OpenSSH login: ssh host true)", login, 0)
+        walk_read = best(args.repeat, lambda: read_tree(host, tree))
+        row("drorch SSH host: walk + batched reads of DIR", walk_read, tree_bytes, args.files, tar)
         row("drorch backup (full) of DIR over SSH", best(args.repeat, lambda: backup(policy, "tree-ssh")),
-            tree_bytes, args.files)
+            tree_bytes, args.files, tar)
         row("drorch backup (full) of DIR, local (no SSH)",
-            best(args.repeat, lambda: backup(policy, "tree-local")), tree_bytes, args.files)
+            best(args.repeat, lambda: backup(policy, "tree-local")), tree_bytes, args.files, tar)
         close_hosts()
         width = max(len(r[0]) for r in rows)
         print(f"sshd on 127.0.0.1, {os.cpu_count()} cores, best of {args.repeat}; "

@@ -160,11 +160,24 @@ class Pipeline:
 
     def _submit_batch(self) -> None:
         batch, self._batch, self._batch_bytes = self._batch, [], 0
-        self._submit(self._store_batch, batch)
+        start = getattr(self.source, "start_read_many", None)
+        if start is None:
+            self._submit(self._store_batch, batch)
+            return
+        # the read goes to the host now (once a slot bounds what is in flight), so
+        # the host reads batch after batch while the workers store earlier ones
+        self._submit(self._store_batch, batch,
+                     before=lambda: start([entry for entry, _ in batch], self.block_size + 1))
 
-    def _submit(self, fn, *args) -> None:
+    def _submit(self, fn, *args, before=None) -> None:
         self._slots.acquire()
         self._raise_if_failed()
+        if before is not None:
+            try:
+                args = (*args, before())
+            except BaseException:
+                self._slots.release()
+                raise
         future = self._pool.submit(self._guard, fn, *args)
         future.add_done_callback(lambda _: self._slots.release())
 
@@ -204,9 +217,12 @@ class Pipeline:
         pack, offset = self.packer.add(*parts)
         return (self.label, pack, offset, sum(map(len, parts)), len(data), sha)
 
-    def _store_batch(self, batch: list[tuple[Entry, Entry | None]]) -> None:
+    def _store_batch(self, batch: list[tuple[Entry, Entry | None]], pending=None) -> None:
         read_many = getattr(self.source, "read_many", None)
-        first = read_many([entry for entry, _ in batch], self.block_size + 1) if read_many else {}
+        if pending is not None:  # sent ahead by _submit_batch
+            first = pending()
+        else:
+            first = read_many([entry for entry, _ in batch], self.block_size + 1) if read_many else {}
         tally = [0, 0, 0]  # bytes read, files and bytes stored: counted once per batch
         try:
             for entry, ref in batch:

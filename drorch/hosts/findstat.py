@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import stat as statmod
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 FIELDS = 12
 STAT_FORMAT = r"%f %s %.9Y %.9Z %i %u %g %h %d\0%n\0"  # raw mode (hex), size, mtime, ctime, ino, ids, links, dev
+_ENCODING, _ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _TYPES = {b"f": statmod.S_IFREG, b"d": statmod.S_IFDIR, b"l": statmod.S_IFLNK, b"p": statmod.S_IFIFO,
           b"c": statmod.S_IFCHR, b"b": statmod.S_IFBLK, b"s": statmod.S_IFSOCK}
 
@@ -39,14 +41,21 @@ def decimal_ns(text: bytes) -> int:
     return -value if negative else value
 
 
+def fsdecode(raw: bytes) -> str:
+    """os.fsdecode without its type checks (called once per file)."""
+    return raw.decode(_ENCODING, _ERRORS)
+
+
 def parse_stat(output: bytes) -> dict[str, os.stat_result]:
-    """path -> lstat from `stat --printf STAT_FORMAT` output."""
+    """path -> lstat from `stat --printf STAT_FORMAT` output.  Its times are
+    signed decimals with exactly nine digits after the point (the host was
+    probed for that), so dropping the point gives nanoseconds."""
     fields = output.split(b"\0")
     out = {}
     for numbers, path in zip(fields[0::2], fields[1::2]):
         mode, size, mtime, ctime, ino, uid, gid, nlink, dev = numbers.split()
-        out[os.fsdecode(path)] = make_stat(int(mode, 16), int(ino), int(dev), int(nlink), int(uid), int(gid),
-                                           int(size), decimal_ns(mtime), decimal_ns(ctime))
+        out[fsdecode(path)] = make_stat(int(mode, 16), int(ino), int(dev), int(nlink), int(uid), int(gid),
+                                        int(size), int(mtime.replace(b".", b"")), int(ctime.replace(b".", b"")))
     return out
 
 
@@ -81,7 +90,7 @@ def parse_record(fields: list[bytes]) -> Found | None:
         return None  # a door or an unknown type: nothing we back up
     st = make_stat(_TYPES[kind] | int(perm, 8), int(ino), int(dev), int(nlink), int(uid), int(gid), int(size),
                    time_ns(mtime), time_ns(ctime))
-    return Found(os.fsdecode(path), st, os.fsdecode(target) if kind == b"l" else None)
+    return Found(fsdecode(path), st, fsdecode(target) if kind == b"l" else None)
 
 
 def parse_stream(chunks: Iterable[bytes]) -> Iterator[Found]:
@@ -89,15 +98,14 @@ def parse_stream(chunks: Iterable[bytes]) -> Iterator[Found]:
     pending = b""
     fields: list[bytes] = []
     for chunk in chunks:
-        parts = (pending + chunk).split(b"\0")
-        pending = parts.pop()
-        for part in parts:
-            fields.append(part)
-            if len(fields) == FIELDS:
-                found = parse_record(fields)
-                fields = []
-                if found is not None:
-                    yield found
+        fields += (pending + chunk).split(b"\0")
+        pending = fields.pop()
+        whole = len(fields) - len(fields) % FIELDS
+        for start in range(0, whole, FIELDS):
+            found = parse_record(fields[start:start + FIELDS])
+            if found is not None:
+                yield found
+        del fields[:whole]
     if pending or fields:
         raise ValueError("find's output ended in the middle of an entry")
 

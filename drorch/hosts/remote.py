@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import stat as statmod
+import threading
 from typing import Callable, Iterable, Iterator
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -26,13 +27,15 @@ from drorch.hosts.commands import as_argv, describe, drive, with_user
 from drorch.hosts.findstat import STAT_FORMAT, Found, id_names, parse_stat, parse_stream, sort_key
 from drorch.hosts.remote_exec import RemoteProcess, exec_text
 from drorch.hosts.remote_write import RemoteWriter
-from drorch.hosts.shell import RECV, ShellPool, ShellSession, command
+from drorch.hosts.readahead import ReadAhead
+from drorch.hosts.shell import RECV, Reply, ShellPool, ShellSession, command
 from drorch.hosts.ssh import Dropped, SshConfig, SshConnection
 from drorch.hosts.tarstream import TarReader
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 5  # of one operation, across lost connections
 STREAM_BLOCK = 4 << 20
+READ_AHEAD_SHELLS = 2  # shells that run sent-ahead batches (readahead.py)
 _FIND = b' -printf "$F"'
 _TAR = b'tar -c -f - -P --no-recursion --hard-dereference --format=gnu --null -T "$i"; '
 _RESTAT_FIND = b'xargs -0 -r sh -c \'exec find "$@" -maxdepth 0 -printf "$F"\' sh <"$i"'
@@ -63,6 +66,9 @@ class SshHost:
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
         self._stat_ns: bool | None = None
+        self._readaheads: list[ReadAhead] = []
+        self._sent = 0
+        self._lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------
 
@@ -77,6 +83,10 @@ class SshHost:
         return self.shells.uid == 0
 
     def close(self) -> None:
+        with self._lock:
+            readaheads, self._readaheads = self._readaheads, []
+        for readahead in readaheads:
+            readahead.close()
         self.shells.close()
         self.connection.close()
 
@@ -229,22 +239,41 @@ class SshHost:
 
     def read_many(self, paths: list[str], limit: int) -> dict[str, tuple[bytes, os.stat_result | None]]:
         """The first `limit` bytes of each file and its lstat after the read, in
-        one request (tar, then find); unreadable paths are left out."""
+        one request (tar, then a re-stat); unreadable paths are left out."""
         if not paths:
             return {}
-        listing = b"".join(os.fsencode(_absolute(p)) + b"\0" for p in paths)
+        line, listing, parse = self._batch_request(paths, limit)
+        return self.call(lambda shell: parse(shell.request(line, listing)))
 
+    def start_read_many(self, paths: list[str], limit: int) -> Callable[[], dict]:
+        """read_many, sent now on a shell that runs such requests back to back
+        (readahead.py); call the result for the answer."""
+        if not paths:
+            return dict
+        if self.config.max_channels < 2:  # the dedicated shell would starve everything else
+            return lambda: self.read_many(paths, limit)
+        line, listing, parse = self._batch_request(paths, limit)
+        with self._lock:
+            if not self._readaheads:  # two shells: one host core reads while the other re-stats
+                self._readaheads = [ReadAhead(self.connection, self.shells, ATTEMPTS)
+                                    for _ in range(min(READ_AHEAD_SHELLS, self.config.max_channels - 1))]
+            self._sent += 1
+            lane = self._readaheads[self._sent % len(self._readaheads)]
+        return lane.submit(line, listing, parse).result
+
+    def _batch_request(self, paths: list[str], limit: int):
+        """(command line, staged path list, reply parser) of one read_many batch."""
+        listing = b"".join(os.fsencode(_absolute(p)) + b"\0" for p in paths)
         with_stat = self._has_stat_ns()
 
-        def operation(shell: ShellSession):
-            reply = shell.request(_TAR + (_RESTAT_STAT if with_stat else _RESTAT_FIND), listing)
+        def parse(reply: Reply) -> dict[str, tuple[bytes, os.stat_result | None]]:
             tar = TarReader(reply.read)
             members = {name: data for name, data, _ in tar.members(limit)}
             rest = (tar.leftover() + reply.read()).lstrip(b"\0")  # the archive's padding, then the re-stat
             reply.finish()
             after = parse_stat(rest) if with_stat else {f.path: f.st for f in parse_stream([rest])}
             return {path: (data, after.get(path)) for path, data in members.items()}
-        return self.call(operation)
+        return _TAR + (_RESTAT_STAT if with_stat else _RESTAT_FIND), listing, parse
 
     def _has_stat_ns(self) -> bool:
         """GNU stat prints nanoseconds with %.9Y (coreutils 8.x+); else re-stat with find."""

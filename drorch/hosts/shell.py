@@ -247,10 +247,10 @@ class ShellSession:
     def fill_raw(self) -> None:
         self.buf += self.recv()
 
-    def send(self, line: bytes, data: bytes | None = None) -> bytes:
+    def send(self, line: bytes, data: bytes | None = None, token: bytes | None = None) -> bytes:
         if b"\n" in line:
             raise ValueError("a request is one line")
-        token = secrets.token_hex(16).encode()
+        token = token or secrets.token_hex(16).encode()
         self.busy = True
         self.channel.sendall(b"%s\n%d\n%s\n" % (token, len(data or b""), line) + (data or b""))
         return token
@@ -313,6 +313,11 @@ class ShellPool:
                     return shell
                 shell.close()
         return None
+
+    def open(self) -> ShellSession:
+        """A new shell for the caller alone (it counts against the channel budget
+        until closed)."""
+        return self._open()
 
     def _open(self) -> ShellSession:
         shell = ShellSession(self.connection.open_exec(self._start), self.where, self.become,

@@ -4,10 +4,12 @@ reading past the end-of-archive block."""
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterator
 
+from drorch.hosts.findstat import fsdecode
+
 BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
 REGULAR = (b"0", b"\0", b"7")
 
 
@@ -63,26 +65,32 @@ class TarReader:
     def members(self, limit: int) -> Iterator[tuple[str, bytes, int]]:
         long_name: bytes | None = None
         while True:
-            header = self._exactly(BLOCK)
-            if header == bytes(BLOCK):
+            self._ensure(BLOCK)
+            start = self._off
+            header = self._buf[start:start + BLOCK]
+            self._off = start + BLOCK
+            if header == _ZERO_BLOCK:
                 return  # end of archive (the caller drains the padding)
             kind, size = header[156:157], _number(header[124:136])
             padded = -(-size // BLOCK) * BLOCK
             if kind == b"L":  # GNU long name: the next member's name
                 long_name = _text(self._exactly(padded)[:size])
                 continue
-            if kind in (b"K", b"x", b"g"):  # long link names, pax headers: not needed
+            if kind not in REGULAR:  # long link names, pax headers, directories ...: not needed
+                if kind not in (b"K", b"x", b"g"):
+                    long_name = None
                 self._skip(padded)
                 continue
             name = long_name if long_name is not None else _ustar_name(header)
             long_name = None
-            if kind not in REGULAR:
-                self._skip(padded)
-                continue
             keep = min(size, limit)
-            data = self._exactly(keep)
-            self._skip(padded - keep)
-            yield os.fsdecode(name), data, size
+            if keep == size and len(self._buf) - self._off >= padded:  # the usual case: all buffered
+                data = self._buf[self._off:self._off + size]
+                self._off += padded
+            else:
+                data = self._exactly(keep)
+                self._skip(padded - keep)
+            yield fsdecode(name), data, size
 
 
 def _ustar_name(header: bytes) -> bytes:

@@ -7,6 +7,7 @@ manifest).  For restores it prepares and finishes a target.
 
 from __future__ import annotations
 
+import stat as statmod
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
@@ -90,9 +91,11 @@ class Source(Protocol):
     def read(self, entry: Entry, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes of a file entry; raise FileNotFoundError if it vanished."""
 
-    # Optional: read_many(entries, limit) -> {entry.path: (first `limit` bytes, Entry
-    # re-stat after the read or None)} for many small files in one round trip (remote
+    # Optional: read_many(entries, limit) -> {entry.path: (first `limit` bytes, its
+    # stat after the read: Entry, os.stat_result or None)} for many small files in one round trip (remote
     # hosts); {} when it has no faster way.  Entries left out are read one by one.
+    # Optional: start_read_many(entries, limit) -> a callable giving read_many's answer:
+    # the request goes to the host at once, so batches known ahead are read back to back.
 
     def restat(self, entry: Entry) -> Entry | None:
         """The entry's metadata now (None if it is gone)."""
@@ -127,9 +130,27 @@ def read_many_from(host, entries: list[Entry], limit: int,
     if read_many is None:
         return {}
     by_path = {host_path(entry): entry for entry in entries}
-    got = read_many(list(by_path), limit)
-    return {by_path[path].path: (data, None if st is None else entry_from_stat(by_path[path].path, st))
+    return _as_entries(by_path, read_many(list(by_path), limit))
+
+
+def _as_entries(by_path: dict[str, Entry], got: dict) -> dict:
+    """{entry path: (bytes, stat after)}: a regular file's os.stat_result as is (the
+    pipeline compares either), anything else as an Entry of its new type."""
+    return {by_path[path].path: (data, st if st is None or statmod.S_ISREG(st.st_mode)
+                                 else entry_from_stat(by_path[path].path, st))
             for path, (data, st) in got.items()}
+
+
+def start_read_many_from(host, entries: list[Entry], limit: int,
+                         host_path: Callable[[Entry], str]) -> Callable[[], dict[str, tuple[bytes, Entry | None]]]:
+    """Source.start_read_many: read_many_from, sent to the host now (hosts that
+    send requests ahead) and answered when the result is called."""
+    by_path = {host_path(entry): entry for entry in entries}
+    start = getattr(host, "start_read_many", None)
+    if start is None:
+        return lambda: read_many_from(host, entries, limit, host_path)
+    pending = start(list(by_path), limit)
+    return lambda: _as_entries(by_path, pending())
 
 
 def read_hints(host) -> tuple[int, tuple[int, int] | None]:

@@ -10,7 +10,7 @@ from typing import Iterator
 from drorch.errors import SourceError
 from drorch.fsmeta import DIR, FILE, HARDLINK, Entry, entry_from_stat
 from drorch.hosts.base import Host
-from drorch.sources.base import RestoreOptions, SourceEnd, Warn, read_hints, read_many_from
+from drorch.sources.base import RestoreOptions, SourceEnd, Warn, read_hints, read_many_from, start_read_many_from
 
 
 def matches(patterns: list[str], path: str, is_dir: bool) -> bool:
@@ -105,6 +105,9 @@ class FilesSource:
 
     def read_many(self, entries: list[Entry], limit: int) -> dict[str, tuple[bytes, Entry | None]]:
         return read_many_from(self.host, entries, limit, lambda entry: "/" + entry.path)
+
+    def start_read_many(self, entries: list[Entry], limit: int):
+        return start_read_many_from(self.host, entries, limit, lambda entry: "/" + entry.path)
 
     def read_small(self, entry: Entry, limit: int) -> tuple[bytes, os.stat_result | None]:
         """A whole small file and its stat after the read (None: gone), in as few

@@ -18,7 +18,7 @@ from drorch.errors import SourceError
 from drorch.fsmeta import DIR, FILE, Entry, entry_from_stat
 from drorch.hosts.base import Host
 from drorch.sources import pg_layout
-from drorch.sources.base import RestoreOptions, Sandbox, SourceEnd, Warn, read_hints, read_many_from
+from drorch.sources.base import RestoreOptions, Sandbox, SourceEnd, Warn, read_hints, read_many_from, start_read_many_from
 from drorch.sources.pg_checksum import PAGE, SEGMENT_PAGES, bad_pages
 from drorch.sources.pg_conn import PgParams, connect, one, server_facts
 from drorch.sources.pg_recovery import (EXTERNAL, place_external_config, prepare_target, tablespace_links,
@@ -136,6 +136,9 @@ class PostgresSource:
 
     def read_many(self, entries: list[Entry], limit: int) -> dict[str, tuple[bytes, Entry | None]]:
         return read_many_from(self.host, entries, limit, lambda entry: self._host_path(entry.path))
+
+    def start_read_many(self, entries: list[Entry], limit: int):
+        return start_read_many_from(self.host, entries, limit, lambda entry: self._host_path(entry.path))
 
     def restat(self, entry: Entry) -> Entry | None:
         st = self.host.lstat(self._host_path(entry.path))
