@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: back up a demo tree to a local
-# directory repository (full), change it, take an incr and a diff, list the
-# backups, restore the latest into a fresh directory and show it is identical.
+# directory repository (full), change it, take an incr and a diff, verify the
+# latest by restoring it into a sandbox, list the backups, restore the latest
+# into a fresh directory and show it is identical.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 policy="$here/demo-policy.yaml"
@@ -40,7 +41,10 @@ step "change more, then a differential backup"
 printf 'new\n' > "$data/var/log/app.201.log"
 drorch backup --policy "$policy" --source demo-files --type diff
 
-step "drorch list"
+step "prove the latest backup restores: drorch verify (restored into a sandbox, every file compared)"
+drorch verify --policy "$policy" --source demo-files --latest --level restore
+
+step "drorch list (with each backup's last verification)"
 drorch list --policy "$policy"
 
 step "restore the latest backup into a fresh directory"
