@@ -57,8 +57,8 @@ class HookRun:
             outcome = f"{what} timed out after {self.seconds:.0f}s and was killed"
         elif self.exit_code == 0:
             return f"{what} succeeded ({self.seconds:.1f}s)"
-        else:
-            outcome = f"{what} exited {self.exit_code} after {self.seconds:.1f}s"
+        else:  # no duration: the same refusal must read the same each time (reports group by it)
+            outcome = f"{what} exited {self.exit_code}"
         said = self.last_line()
         return outcome + (f": {said}" if said else "")
 

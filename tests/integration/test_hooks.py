@@ -100,7 +100,7 @@ def test_failing_post_backup_hook_keeps_the_backup_good(tmp_path, drorch, monkey
     backup = result.json()
     bad, good = backup["hooks"]
     assert (bad["event"], bad["exit_code"], bad["ok"]) == ("post_backup", 7, False)
-    assert bad["summary"].endswith("exited 7 after %.1fs: upload to the archive refused" % bad["seconds"])
+    assert bad["summary"].endswith("exited 7: upload to the archive refused") and bad["seconds"] >= 0
     assert good["ok"]  # a failing hook does not stop the next one
     assert any("upload to the archive refused" in w and "(the backup is good)" in w for w in backup["warnings"])
     (row,) = runs(drorch, policy)
