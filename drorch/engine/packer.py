@@ -15,6 +15,9 @@ from drorch.repo import layout
 from drorch.repo.repository import Repository
 
 
+WRITE_AT = 1 << 20  # appended blobs are written to the pack in pieces of about this size
+
+
 class Packer:
     def __init__(self, repo: Repository, source: str, label: str, *, fault_point: str = "after-first-pack"):
         self.repo = repo
@@ -26,6 +29,7 @@ class Packer:
         self._lock = threading.Lock()
         self._append = getattr(repo.storage, "open_append", None)
         self._out = None  # the pack being appended to (storages that can)
+        self._pending = bytearray()  # blobs not yet written to it
         self._buf = bytearray()
         self._fill = 0
         self._blobs = 0
@@ -43,8 +47,11 @@ class Packer:
                 if self._out is None:
                     self._out = self._append(self._key(number))
                 for part in parts:
-                    self._out.write(part)
+                    self._pending += part
                     self._fill += len(part)
+                if len(self._pending) >= WRITE_AT:  # one write per megabyte, not one per small file
+                    self._out.write(self._pending)
+                    self._pending = bytearray()
             else:
                 self._buffer(parts)
             self._blobs += 1
@@ -73,6 +80,9 @@ class Packer:
 
     def _seal(self) -> tuple:
         if self._out is not None:
+            if self._pending:
+                self._out.write(self._pending)
+                self._pending = bytearray()
             sealed = (self._number, self._out, self._fill, self._blobs)
         else:
             del self._buf[self._fill:]  # shrinks in place
