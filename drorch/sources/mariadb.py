@@ -204,8 +204,10 @@ class MariadbSource:
 
     def verify_restored(self, sandbox, facts: dict, host: Host, add) -> None:
         """Restore verification (engine/verify_restore.py): start the restored datadir, CHECK TABLE."""
-        if not self.restores_chain:  # logical dumps: checked as the files they are
-            add(Check("load", "skipped", "logical dumps are checked as files; loading them into a server: not yet"))
+        if not self.restores_chain:  # logical dumps: loaded into a new server in the sandbox
+            from drorch.sources.mariadb_verify_logical import verify_logical
+
+            verify_logical(self.settings.os_user, sandbox, facts, self.dump_path, host, add)
             return
         from drorch.sources.mariadb_verify import verify_physical
 

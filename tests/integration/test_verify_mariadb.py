@@ -2,7 +2,8 @@
 server: the chain is restored and prepared in a sandbox, the datadir starts,
 CHECK TABLE passes on every InnoDB table, the policy's assertions run; a false
 assertion fails with the query and its value; the sandbox server is stopped and
-the sandbox removed either way."""
+the sandbox removed either way.  A logical backup's dumps are loaded into a new
+server made in the sandbox and checked the same way."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from tests.mariadb import Server, shared_tmpdir
 
 SOURCE = "shop-db"
+LOGICAL = "shop-dump"
 GOOD = """\
       - sql: "SELECT COUNT(*) > 0 FROM orders"
         database: shop
@@ -43,6 +45,18 @@ sources:
     repository: local
     datadir: {self.server.datadir}
     connection: {{socket: {self.server.socket}, user: root}}
+    verify:
+      level: restore
+      sandbox: {self.sandbox}
+      timeout: 2m
+      assertions:
+{assertions}
+  {LOGICAL}:
+    kind: mariadb
+    mode: logical
+    repository: local
+    connection: {{socket: {self.server.socket}, user: root}}
+    databases: [shop]
     verify:
       level: restore
       sandbox: {self.sandbox}
@@ -135,3 +149,18 @@ def test_a_false_assertion_fails_and_the_sandbox_server_is_stopped(env, backups,
     assert checks["CHECK TABLE"]["result"] == "passed" and checks["stop"]["result"] == "passed"
     assert list(env.sandbox.iterdir()) == [] and mariadbd_in(env.sandbox) == []
     assert env.server.scalar("SELECT COUNT(*) FROM shop.orders") == 300  # production untouched
+
+
+def test_a_logical_backup_is_loaded_into_a_new_server_and_checked(env, backups, drorch):
+    result = drorch("backup", "--policy", env.policy, "--source", LOGICAL, "--type", "full", "--json")
+    assert result.code == 0, result.err
+    result = drorch("verify", "--policy", env.policy, "--source", LOGICAL, "--json")
+    assert result.code == 0, result.out + result.err
+    [done] = result.json()["verifications"]
+    checks = {c["name"]: c for c in done["checks"]}
+    assert checks["load shop"]["result"] == "passed"
+    assert checks["CHECK TABLE"]["result"] == "passed" and "InnoDB tables OK" in checks["CHECK TABLE"]["detail"]
+    assert "returned 300" in checks["assertion: SELECT COUNT(*) FROM orders"]["detail"]
+    assert checks["stop"]["result"] == "passed" and checks["cleanup"]["result"] == "passed"
+    assert list(env.sandbox.iterdir()) == [] and mariadbd_in(env.sandbox) == []
+    assert done["ready_seconds"] > done["restore_seconds"]  # the load counts as getting the database ready
