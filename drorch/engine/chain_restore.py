@@ -47,7 +47,9 @@ def run_chain_restore(repo: Repository, source, manifest: Manifest, options: Res
     parts = [ChainPart(m.label, m.type, m.source_facts, _stream_of(repo, m)) for m in chain]
     work = MariadbRestore(host, options.target, source.settings.os_user)
     work.restore(parts, options.force)
-    stop = {k: options.source_options.get(k) for k in ("time", "position", "gtid") if options.source_options.get(k)}
+    # time / position / gtid: replay to that point; latest: replay every archived binlog after the backup
+    stop = {k: options.source_options.get(k) for k in ("time", "position", "gtid", "latest")
+            if options.source_options.get(k)}
     if stop:
         _replay(repo, manifest, work, stop)
     work.finish()

@@ -17,7 +17,7 @@ from drorch.policy.models import Model
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field
 from drorch.runbook.actions.mdb_status import mariadb_cli
 from drorch.runbook.actions.pg_restore import pick_backup
-from drorch.timefmt import iso, utcnow
+from drorch.timefmt import iso
 
 _EVENT_TIME = re.compile(r"^#(\d{6})\s+(\d{1,2}:\d\d:\d\d) server id .*\b(Xid|Query)\b")
 
@@ -106,9 +106,10 @@ class MdbRestore(Action):
         first = manifest.source_facts.get("binlog_file")
         names = binlog.needed_from(list(binlog.archived(repo, source)), first) if first else []
         options = {}
-        if names:
-            until = parse_iso(args.time) if args.time else utcnow()
-            options["time"] = until.strftime("%Y-%m-%d %H:%M:%S")  # UTC: mariadb-binlog runs with TZ=UTC
+        if names and args.time:
+            options["time"] = parse_iso(args.time).strftime("%Y-%m-%d %H:%M:%S")  # UTC: mariadb-binlog runs with TZ=UTC
+        elif names:  # everything archived (a stop time of "now" would drop this second's transactions)
+            options["latest"] = True
         ctx.note(f"restoring backup {manifest.label} of {source} onto {node.name}:{node.spec.datadir}"
                  + (f", then replaying {len(names)} archived binlog(s)" if names else " (no binlog after it)"))
         run_restore(repo, make_source(ctx.policy, source), manifest,
