@@ -18,6 +18,7 @@ import click
 
 from drorch.engine.progress import Progress
 from drorch.errors import EXIT_FAILED, EXIT_USAGE, DrorchError, PolicyError
+from drorch.units import human_bytes  # noqa: F401 - the CLI modules take it from here
 
 log = logging.getLogger("drorch")
 
@@ -42,15 +43,6 @@ def table(headers: list[str], rows: Iterable[list[Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def fail(error: DrorchError) -> int:

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-
-def human_bytes(n: int | float | None) -> str:
-    """Like cli/render.py's (the daemon does not import cli)."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+from drorch.units import human_bytes
 
 
 def summary_line(job, result: dict) -> tuple[str, dict]:

@@ -5,7 +5,6 @@ here; backup age, restore verification and restore time in health_backups.py."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import uuid
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from drorch.errors import DrorchError, NotFoundError
 from drorch.repo import layout
 from drorch.repo.repository import Repository
+from drorch.units import fs_space
 
 
 @dataclass
@@ -85,14 +85,10 @@ def host_items(hosts: dict[str, list[str]], open_host) -> list[Item]:
 
 def free_space_item(what: str, path: str, min_free_percent: float) -> Item:
     """Warn when the file system holding path (or its nearest existing parent) runs low."""
-    probe = path
-    while not os.path.exists(probe) and probe not in ("/", ""):
-        probe = os.path.dirname(probe)
     try:
-        fs = os.statvfs(probe or "/")
+        total, free = fs_space(path)
     except OSError as exc:
         return Item(f"{what}: free space", "warn", f"cannot look at {path}: {exc.strerror}")
-    total, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
     percent = 100.0 * free / total if total else 100.0
     message = f"{_gib(free)} free of {_gib(total)} ({percent:.0f}%) on the file system of {path}"
     if percent < min_free_percent:

@@ -20,7 +20,6 @@ verification work and may be absent from older policies.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from drorch.notify.findings import Finding, gone
 from drorch.notify.text import duration, human_bytes
 from drorch.policy.notify_models import parse_min_free
 from drorch.timefmt import format_duration, iso
+from drorch.units import fs_space
 
 
 def objectives_of(model) -> tuple[timedelta | None, timedelta | None, timedelta | None]:
@@ -218,14 +218,10 @@ def change_finding(name: str, backups: list[BackupFacts], factor: float, zero_ch
 
 def space_finding(path: str, what: str, limit: str) -> Finding:
     key, title = f"space/{path}", f"low free space for {what}"
-    probe = path
-    while not os.path.exists(probe) and probe not in ("/", ""):
-        probe = os.path.dirname(probe)
     try:
-        fs = os.statvfs(probe or "/")
+        total, free = fs_space(path)
     except OSError as exc:
         return Finding(key, "space", None, f"cannot see the free space for {what}", f"{path}: {exc.strerror}")
-    total, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
     share = 100.0 * free / total if total else 100.0
     said = f"{human_bytes(free)} free of {human_bytes(total)} ({share:.1f}%) on the file system of {path}"
     percent, nbytes = parse_min_free(limit)

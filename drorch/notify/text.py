@@ -6,17 +6,9 @@ from datetime import datetime, timedelta
 
 from drorch.policy import cron
 from drorch.timefmt import format_duration
+from drorch.units import human_bytes  # noqa: F401 - notify modules take it from here
 
 
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def duration(seconds: float | None) -> str:

@@ -231,14 +231,16 @@ class PosixStorage:
             return
         except OSError as exc:
             raise self._error("delete", key, exc) from None
-        # Drop directories left empty, up to the root.
-        parent = path.parent
-        while parent != self.root:
+        self._remove_empty(path.parent)
+
+    def _remove_empty(self, directory: Path) -> None:
+        """Drop directories left empty, up to the root."""
+        while directory != self.root:
             try:
-                parent.rmdir()
+                directory.rmdir()
             except OSError:
                 break
-            parent = parent.parent
+            directory = directory.parent
 
     def discard_partial(self, prefix: str) -> int:
         """Remove the half-written objects (temporary files) a dead writer left in the
@@ -256,13 +258,7 @@ class PosixStorage:
                 removed += 1
             except FileNotFoundError:
                 continue
-        parent = directory
-        while parent != self.root:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        self._remove_empty(directory)
         return removed
 
     def is_empty(self) -> bool:
