@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 M_ARENA_MAX = -8  # glibc's mallopt() parameter
+SWITCH_INTERVAL = 0.0005  # seconds: how long a thread may hold the GIL while others wait for it
 _done = False
 
 
@@ -41,11 +43,19 @@ def gc_paused():
     """Hold Python's cyclic garbage collector while a job builds or reads a
     hundred thousand entries: every few hundred allocations it would walk all
     of them again (40 % of decoding a large manifest).  The data path makes no
-    reference cycles to speak of; whatever it made is collected afterwards."""
-    was_enabled = gc.isenabled()
+    reference cycles to speak of; whatever it made is collected afterwards.
+
+    Also shorten the GIL's switch interval: the workers release the GIL for
+    every system call, compression and hash of every small file, and a thread
+    that wants it back waited up to the default 5 ms while another ran Python
+    code (the convoy effect).  0.5 ms made backups and restores of many small
+    files 15–30 % faster here (bench/files)."""
+    was_enabled, interval = gc.isenabled(), sys.getswitchinterval()
     gc.disable()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
     try:
         yield
     finally:
+        sys.setswitchinterval(interval)
         if was_enabled:
             gc.enable()
