@@ -42,7 +42,7 @@ def pax_records(data: bytes) -> dict[bytes, bytes]:
 
 
 class TarReader:
-    """Members of a tar stream: Member tuples for regular files.  Reads in 1 MiB
+    """Members of a tar stream: members() yields the regular files.  Reads in 1 MiB
     chunks; leftover() is what came after the end-of-archive block."""
 
     def __init__(self, read: Callable[[int], bytes]):
