@@ -145,7 +145,9 @@ def test_postgres_on_a_verify_host_a_killed_verification_is_swept_and_the_next_p
                              "--source", PG], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
-        while not sandbox_processes(env.sandbox):  # the sandbox server started on the verify host
+        # the sandbox server started on the verify host and recorded (server.pid): killed earlier, the
+        # SSH session's end takes the starting shell with it and no server is left to sweep
+        while not (sandbox_processes(env.sandbox) and list(env.sandbox.glob("*/server.pid"))):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
     finally:
