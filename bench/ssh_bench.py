@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from drorch.engine.memory import gc_paused  # noqa: E402
 from drorch.factory import close_hosts, make_host  # noqa: E402
 from drorch.policy import load_policy  # noqa: E402
 from tests.conftest import invoke  # noqa: E402
@@ -59,7 +60,7 @@ def openssh(setup, command: str) -> None:
 def read_large(host, path: Path, size: int) -> None:
     """As the backup pipeline reads a large file: read_unit requests from several threads."""
     unit = host.read_unit
-    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
+    with gc_paused(), ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
         got = sum(pool.map(lambda off: len(host.read(str(path), off, min(unit, size - off))),
                            range(0, size, unit)))
     assert got == size, (got, size)
@@ -67,7 +68,13 @@ def read_large(host, path: Path, size: int) -> None:
 
 def read_tree(host, tree: Path) -> int:
     """As the pipeline reads small files: a walk, then batches of host.read_batch
-    (files, bytes), each sent to the host as soon as it is known (start_read_many)."""
+    (files, bytes), each sent to the host as soon as it is known (start_read_many);
+    with the GIL switch interval and GC setting a backup runs with (gc_paused)."""
+    with gc_paused():
+        return _read_tree(host, tree)
+
+
+def _read_tree(host, tree: Path) -> int:
     most_files, most_bytes = host.read_batch
     pending, batch, nbytes = [], [], 0
     for path, st, _ in host.walk(str(tree), lambda p, d: False):
