@@ -95,3 +95,18 @@ class Server:
     def scalar(self, query: str, *params, database: str | None = None):
         rows = self.sql(query, *params, database=database)
         return rows[0][0] if rows else None
+
+
+def mariadbd_in(under: Path) -> list[int]:
+    """PIDs of mariadbd processes whose command line names a path under `under` (servers a test's
+    code started there: sandboxes, DR drill servers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "mariadbd" in cmdline and str(under) in cmdline:
+                found.append(int(entry.name))
+    return found

@@ -228,11 +228,23 @@ class _Backup:
         entries = _drop_vanished(entries)
         self._set_phase("commit")
         checkpoint("before-entries")
-        files = sum(1 for e in entries if e.type != DIR)
-        dirs, size = len(entries) - files, sum(e.size for e in entries if e.type == "file")
+        counts = {"files": sum(1 for e in entries if e.type != DIR), "size_bytes": sum(
+            e.size for e in entries if e.type == "file")}
+        counts["dirs"] = len(entries) - counts["files"]
         entries_ref = write_entries(self.repo, self.source.name, self.label, entries, consume=True)
         self.repo.storage.sync()  # every pack durable before the commit point
-        manifest = {
+        manifest = self._manifest(btype, parent, why, started, entries_ref, packer, counts, stats,
+                                  {**begin_facts, **end.facts})
+        checkpoint("before-manifest")
+        self.lock.ensure_held()
+        write_manifest(self.repo, manifest)
+        checkpoint("after-manifest")
+        log.info("%s: backup %s committed: %d files, %d bytes stored", self.source.name, self.label,
+                 counts["files"], manifest["stats"]["stored_bytes"])
+        return manifest
+
+    def _manifest(self, btype, parent, why, started, entries_ref, packer, counts, stats, facts) -> dict:
+        return {
             "label": self.label, "source": self.source.name, "kind": self.source.kind,
             "type": btype, "requested_type": self.requested, "why": why,
             "parent": parent.label if parent else None,
@@ -240,21 +252,14 @@ class _Backup:
             "started": iso(started), "finished": iso(utcnow()),
             "host": socket.gethostname(), "drorch_version": __version__,
             "entries": entries_ref, "packs": packer.packs,
-            "stats": {"files": files, "dirs": dirs, "size_bytes": size,
+            "stats": {"files": counts["files"], "dirs": counts["dirs"], "size_bytes": counts["size_bytes"],
                       "stored_bytes": packer.stored_bytes + entries_ref["size"],
                       "read_bytes": stats.read_bytes, "new_files": stats.new_files,
                       "changed_files": stats.changed_files, "unchanged_files": stats.unchanged_files,
                       "torn_files": stats.torn_files},
-            "source_facts": {**begin_facts, **end.facts},
+            "source_facts": facts,
             "warnings": self.warnings,
         }
-        checkpoint("before-manifest")
-        self.lock.ensure_held()
-        write_manifest(self.repo, manifest)
-        checkpoint("after-manifest")
-        log.info("%s: backup %s committed: %d files, %d bytes stored", self.source.name, self.label,
-                 files, manifest["stats"]["stored_bytes"])
-        return manifest
 
     def _walk(self, pipeline: Pipeline, reference: dict[str, Entry], entries: list[Entry]) -> None:
         files = nbytes = 0  # planned in bunches: a lock per entry costs the workers the GIL

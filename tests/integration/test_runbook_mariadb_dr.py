@@ -11,28 +11,15 @@ import os
 import signal
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from tests.mariadb import Server, shared_tmpdir
+from tests.mariadb import Server, mariadbd_in, shared_tmpdir
 from tests.pg import free_port
 
 OPTIONS = ["--log-bin=binlog", "--binlog-format=ROW", "--innodb-buffer-pool-size=64M",
            "--innodb-log-file-size=48M", "--skip-name-resolve", "--server-id=3"]
 
-
-def mariadbd_in(under: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "mariadbd" in cmdline and str(under) in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(scope="module")

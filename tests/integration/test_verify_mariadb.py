@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.mariadb import Server, shared_tmpdir
+from tests.mariadb import Server, mariadbd_in, shared_tmpdir
 
 SOURCE = "shop-db"
 LOGICAL = "shop-dump"
@@ -70,18 +69,6 @@ sources:
             os.kill(pid, 9)
         shutil.rmtree(self.base, ignore_errors=True)
 
-
-def mariadbd_in(under: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "mariadbd" in cmdline and str(under) in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.integration.test_verify_mariadb import mariadbd_in
+from tests.mariadb import mariadbd_in
 from tests.integration.test_verify_postgres import sandbox_processes
 from tests.mariadb import Server
 from tests.pg import Cluster, shared_tmpdir
