@@ -415,11 +415,13 @@ def _times(now) -> tuple[int, int]:
 
 
 def _unchanged(entry: Entry, now) -> bool:
-    """Nothing suggests the content changed since the walk (now: Entry or os.stat_result)."""
+    """Nothing suggests the content changed since the walk (now: Entry or os.stat_result).
+    st_ino 0 means not known (an SSH host's batched read takes the stat from tar's
+    headers, which have no inode): size, mtime and ctime decide (docs/hosts.md)."""
     if isinstance(now, Entry):
         return now.same_stat(entry)
     return (now.st_size == entry.size and now.st_mtime_ns == entry.mtime_ns
-            and now.st_ctime_ns == entry.ctime_ns and now.st_ino == entry.ino)
+            and now.st_ctime_ns == entry.ctime_ns and now.st_ino in (entry.ino, 0))
 
 
 def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:
@@ -431,7 +433,7 @@ def _ref_block(ref: Entry | None, bs: int, index: int) -> tuple | None:
 def _take_stat(entry: Entry, now) -> None:
     if not isinstance(now, Entry):
         entry.size, entry.mtime_ns, entry.ctime_ns = now.st_size, now.st_mtime_ns, now.st_ctime_ns
-        entry.ino, entry.mode = now.st_ino, stat.S_IMODE(now.st_mode)
+        entry.ino, entry.mode = now.st_ino or entry.ino, stat.S_IMODE(now.st_mode)
         return
     entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino = now.size, now.mtime_ns, now.ctime_ns, now.ino
     entry.mode = now.mode

@@ -2,7 +2,8 @@
 
 File operations run as short commands in persistent shells (shell.py) on
 the one shared connection (ssh.py): a walk is one `find`, small files are
-read by the batch in one `tar` (with a re-stat of the batch after it), large
+read by the batch in one `tar` (its pax headers carry the stat before each
+read, its warnings name the files that changed while read), large
 files block by block with `dd`.  A connection lost in the middle of an
 operation is made again and the operation repeated (every file operation is
 written to be safe to repeat); commands given to run() are not repeated.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import stat as statmod
 import threading
 from typing import Callable, Iterable, Iterator
@@ -24,23 +24,24 @@ from drorch.errors import HostError, HostUnreachableError, SourceError
 from drorch.fsmeta import Entry
 from drorch.hosts.base import RunResult, StdinData
 from drorch.hosts.commands import as_argv, describe, drive, with_user
-from drorch.hosts.findstat import STAT_FORMAT, Found, id_names, parse_stat, parse_stream, sort_key
+from drorch.hosts.findstat import Found, id_names, make_stat, parse_stream, sort_key
 from drorch.hosts.remote_exec import RemoteProcess, exec_text
 from drorch.hosts.remote_write import RemoteWriter
 from drorch.hosts.readahead import ReadAhead
 from drorch.hosts.shell import RECV, Reply, ShellPool, ShellSession, command
 from drorch.hosts.ssh import Dropped, SshConfig, SshConnection
-from drorch.hosts.tarstream import TarReader
+from drorch.hosts.tarstream import TarReader, named_in_warnings
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 5  # of one operation, across lost connections
 STREAM_BLOCK = 4 << 20
 READ_AHEAD_SHELLS = 2  # shells that run sent-ahead batches (readahead.py)
 _FIND = b' -printf "$F"'
-_TAR = b'tar -c -f - -P --no-recursion --hard-dereference --format=gnu --null -T "$i"; '
-_RESTAT_FIND = b'xargs -0 -r sh -c \'exec find "$@" -maxdepth 0 -printf "$F"\' sh <"$i"'
-_RESTAT_STAT = b'xargs -0 -r stat --printf ' + command(STAT_FORMAT) + b' -- <"$i"'
-_STAT_PROBE = b"stat --printf '%.9Y' / 2>/dev/null"
+# pax headers carry the stat tar took before reading each file (mtime and ctime
+# to the ns); C-quoted names (the shell loop runs with LC_ALL=C) make its
+# warnings exact to parse
+_TAR = (b'tar -c -f - -P --no-recursion --hard-dereference --format=posix '
+        b'--pax-option=delete=atime --quoting-style=c --null -T "$i"')
 
 
 def os_error(text: str, path: str) -> OSError | None:
@@ -65,7 +66,6 @@ class SshHost:
         self.writer = RemoteWriter(self)
         self._users: dict[int, str | None] = {}
         self._groups: dict[int, str | None] = {}
-        self._stat_ns: bool | None = None
         self._readaheads: list[ReadAhead] = []
         self._sent = 0
         self._lock = threading.Lock()
@@ -237,9 +237,12 @@ class SshHost:
             return data
         return self.call(operation)
 
-    def read_many(self, paths: list[str], limit: int) -> dict[str, tuple[bytes, os.stat_result | None]]:
-        """The first `limit` bytes of each file and its lstat after the read, in
-        one request (tar, then a re-stat); unreadable paths are left out."""
+    def read_many(self, paths: list[str], limit: int) -> dict[str, tuple[bytes, os.stat_result]]:
+        """The first `limit` bytes of each file, in one request (one tar), with
+        the stat tar took before it read the file; a file that tar saw change
+        while it read it (or said anything else about) is left out, as are
+        unreadable ones.  The stat has no inode number (st_ino 0: tar does not
+        record it); size, mtime and ctime to the ns are exact."""
         if not paths:
             return {}
         line, listing, parse = self._batch_request(paths, limit)
@@ -254,33 +257,33 @@ class SshHost:
             return lambda: self.read_many(paths, limit)
         line, listing, parse = self._batch_request(paths, limit)
         with self._lock:
-            if not self._readaheads:  # two shells: one host core reads while the other re-stats
+            if not self._readaheads:  # two shells: the host's two cores both run tar
                 self._readaheads = [ReadAhead(self.connection, self.shells, ATTEMPTS)
                                     for _ in range(min(READ_AHEAD_SHELLS, self.config.max_channels - 1))]
             self._sent += 1
             lane = self._readaheads[self._sent % len(self._readaheads)]
         return lane.submit(line, listing, parse).result
 
-    def _batch_request(self, paths: list[str], limit: int):
+    @staticmethod
+    def _batch_request(paths: list[str], limit: int):
         """(command line, staged path list, reply parser) of one read_many batch."""
         listing = b"".join(os.fsencode(_absolute(p)) + b"\0" for p in paths)
-        with_stat = self._has_stat_ns()
 
-        def parse(reply: Reply) -> dict[str, tuple[bytes, os.stat_result | None]]:
-            tar = TarReader(reply.read)
-            members = {name: data for name, data, _ in tar.members(limit)}
-            rest = (tar.leftover() + reply.read()).lstrip(b"\0")  # the archive's padding, then the re-stat
-            reply.finish()
-            after = parse_stat(rest) if with_stat else {f.path: f.st for f in parse_stream([rest])}
-            return {path: (data, after.get(path)) for path, data in members.items()}
-        return _TAR + (_RESTAT_STAT if with_stat else _RESTAT_FIND), listing, parse
-
-    def _has_stat_ns(self) -> bool:
-        """GNU stat prints nanoseconds with %.9Y (coreutils 8.x+); else re-stat with find."""
-        if self._stat_ns is None:
-            out = self.call(lambda shell: shell.call(_STAT_PROBE)).stdout
-            self._stat_ns = bool(re.fullmatch(rb"-?\d+\.\d{9}", out))
-        return self._stat_ns
+        def parse(reply: Reply) -> dict[str, tuple[bytes, os.stat_result]]:
+            got = {}
+            for name, data, size, mode, uid, gid, mtime_ns, ctime_ns in TarReader(reply.read).members(limit):
+                if ctime_ns is not None:  # (always there from GNU tar; else read it one by one)
+                    got[name] = (data, make_stat(statmod.S_IFREG | mode, 0, 0, 1, uid, gid, size,
+                                                 mtime_ns, ctime_ns))
+            reply.finish()  # the archive's padding, then tar's status and stderr
+            distrusted = named_in_warnings(reply.stderr)
+            if distrusted is None:  # a message naming no file we can tell: trust none of them
+                log.debug("tar said %r; reading the batch one by one", reply.error_text()[:500])
+                return {}
+            for name in distrusted:  # changed while read, shrank (zero padded), read errors
+                got.pop(name, None)
+            return got
+        return _TAR, listing, parse
 
     def open_read(self, path: str, offset: int = 0) -> "RemoteReadStream":
         return RemoteReadStream(self, path, offset)

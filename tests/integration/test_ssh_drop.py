@@ -57,7 +57,9 @@ def test_backup_that_keeps_losing_the_connection_fails_cleanly(sshd, drorch, tmp
     snap = treegen.snapshot(data)
     treegen.mutate(data, 32)
     (data / "large.bin").write_bytes(os.urandom(48 * MiB))
-    with SessionKiller(sshd.server, b"large.bin", times=100) as killer:
+    # relentless: from the first kill on, every connection (a 4 MiB read of large.bin
+    # takes ≈ 10 ms now, too short to be caught again and again by name)
+    with SessionKiller(sshd.server, b"large.bin", times=100, relentless=True) as killer:
         result = drorch("backup", "--policy", policy, "--type", "incr")
     assert killer.kills >= 3
     assert result.code == 1, result.err
