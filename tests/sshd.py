@@ -286,3 +286,75 @@ def write_remote_policy(path: Path, repo: Path, setup: SshSetup, paths: list, *,
             + textwrap.indent(textwrap.dedent(more_sources), "  "))
     path.write_text(text)
     return path
+
+
+class Tripwire:
+    """Cuts a connection from inside the host, at a chosen command, without
+    racing it (SessionKiller polls and can miss a short command on a loaded
+    machine).  The sshd's sessions find wrappers of `commands` first in PATH
+    (`extra_config()` for start_sshd); once armed, the first `times` runs of
+    `command` whose arguments hold `needle` kill their connection's sshd
+    processes and fail; every other run execs the real command."""
+
+    def __init__(self, workdir: Path, commands: tuple[str, ...] = ("tar", "dd", "cat", "find")):
+        self.dir = workdir
+        (workdir / "bin").mkdir(parents=True, exist_ok=True)
+        for name in commands:
+            wrapper = workdir / "bin" / name
+            wrapper.write_text(_TRIPWIRE.replace("@DIR@", str(workdir)).replace("@NAME@", name)
+                               .replace("@REAL@", shutil.which(name)))
+            wrapper.chmod(0o755)
+
+    def extra_config(self) -> str:
+        return f"SetEnv PATH={self.dir}/bin:/usr/bin:/bin\n"
+
+    def arm(self, server: Sshd, command: str, needle: str = "", times: int = 1) -> "Tripwire":
+        (self.dir / "listener").write_text(str(server.pid))
+        (self.dir / "needle").write_text(needle)
+        (self.dir / "left").write_text(str(times))
+        (self.dir / "kills").write_text("")
+        (self.dir / "armed").write_text(command)
+        return self
+
+    def disarm(self) -> None:
+        (self.dir / "armed").unlink(missing_ok=True)
+
+    def __enter__(self) -> "Tripwire":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disarm()
+
+    @property
+    def kills(self) -> int:
+        return len((self.dir / "kills").read_text().splitlines())
+
+
+_TRIPWIRE = r"""#!/bin/sh
+# test tripwire (tests/sshd.py Tripwire): armed for @NAME@ and this run's
+# arguments hold the needle -> kill this connection's sshd processes
+caller_path=$PATH PATH=/usr/bin:/bin  # (not these wrappers again)
+a=@DIR@
+if [ "$(cat "$a/armed" 2>/dev/null)" = @NAME@ ] && mkdir "$a/lock" 2>/dev/null; then
+  fire=
+  case "$*" in *"$(cat "$a/needle")"*)
+    left=$(cat "$a/left")
+    if [ "$left" -gt 0 ]; then
+      echo $((left - 1)) >"$a/left"; echo kill >>"$a/kills"; fire=1
+      [ "$left" -gt 1 ] || rm -f "$a/armed"
+    fi;;
+  esac
+  rmdir "$a/lock"
+  if [ -n "$fire" ]; then
+    listener=$(cat "$a/listener") p=$PPID chain=
+    while [ "$p" -gt 1 ] && [ "$p" != "$listener" ]; do
+      [ "$(cat /proc/$p/comm)" = sshd ] && chain="$chain $p"
+      p=$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f2)
+    done
+    kill -9 $chain
+    exit 1
+  fi
+fi
+PATH=$caller_path
+exec @REAL@ "$@"
+"""

@@ -103,7 +103,8 @@ class Reply:
             self._search()
         limit = self._end if self._end is not None else self._scanned
         take = min(n, limit - self._pos)
-        data = bytes(buf[self._pos:self._pos + take])
+        with memoryview(buf) as view:  # one copy (a bytearray slice would be a second)
+            data = bytes(view[self._pos:self._pos + take])
         self._pos += take
         if self._pos >= 1 << 20:
             self._compact()
@@ -295,15 +296,11 @@ class ShellPool:
 
     @contextmanager
     def session(self) -> Iterator[ShellSession]:
-        shell = self._take() or self._open()
+        shell = self.take()
         try:
             yield shell
         finally:  # a shell whose reply was read to its end is reusable, even after an error
-            if shell.alive:
-                with self._lock:
-                    self._idle.append(shell)
-            else:
-                shell.close()
+            self.give_back(shell)
 
     def _take(self) -> ShellSession | None:
         with self._lock:
@@ -314,10 +311,18 @@ class ShellPool:
                 shell.close()
         return None
 
-    def open(self) -> ShellSession:
-        """A new shell for the caller alone (it counts against the channel budget
-        until closed)."""
-        return self._open()
+    def take(self) -> ShellSession:
+        """A shell for the caller alone, idle or new (it counts against the channel
+        budget until closed or given back)."""
+        return self._take() or self._open()
+
+    def give_back(self, shell: ShellSession) -> None:
+        """A shell from take() that is done: reused if its last reply was read to its end."""
+        if shell.alive:
+            with self._lock:
+                self._idle.append(shell)
+        else:
+            shell.close()
 
     def _open(self) -> ShellSession:
         shell = ShellSession(self.connection.open_exec(self._start), self.where, self.become,

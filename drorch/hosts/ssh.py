@@ -1,4 +1,4 @@
-"""One SSH connection per host (paramiko; the only module that imports it).
+"""One SSH connection per host (paramiko: only this module and its ssh_pipe.py import it).
 
 Safe by default: key authentication only, the host key checked against the
 policy's known_hosts before anything is sent (an unknown or changed key is
@@ -21,6 +21,7 @@ import paramiko
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from drorch.errors import HostAuthError, HostError, HostKeyError, HostUnreachableError
+from drorch.hosts.ssh_pipe import ChunkPipe
 
 log = logging.getLogger(__name__)
 logging.getLogger("paramiko").addHandler(logging.NullHandler())  # its socket errors are ours to report
@@ -282,6 +283,7 @@ class SshConnection:
                 self.lost(transport)
                 raise Dropped(f"connection to {self.config.where} lost: {exc}") from None
             channel.settimeout(self.config.io_timeout)
+            channel.in_buffer, channel.in_stderr_buffer = ChunkPipe(), ChunkPipe()  # (nothing came yet)
             try:
                 channel.exec_command(command)
             except (paramiko.SSHException, EOFError, OSError) as exc:

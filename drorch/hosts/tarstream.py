@@ -17,11 +17,15 @@ REGULAR = (b"0", b"\0", b"7")
 
 
 def _number(field: bytes) -> int:
+    try:  # the usual field: octal digits, then NUL (or a space)
+        return int(field[:-1], 8)
+    except ValueError:
+        pass
     if field[:1] and field[0] & 0x80:  # GNU base-256 for big sizes
         value = int.from_bytes(field, "big")
         return value - (1 << (8 * len(field) - 1))
-    text = field.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
+    text = field.split(b"\0", 1)[0]
+    return int(text, 8) if text.strip() else 0
 
 
 def _text(field: bytes) -> bytes:

@@ -5,11 +5,32 @@ exact, or the job fails cleanly and earlier backups are intact."""
 from __future__ import annotations
 
 import os
+import shutil
+
+import pytest
 
 from tests import treegen
-from tests.sshd import SessionKiller, sshd, write_remote_policy  # noqa: F401  (fixture)
+from tests.sshd import SessionKiller, Tripwire, make_setup, scratch_dir, write_remote_policy
 
 MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def tripwire():
+    """(sshd setup, Tripwire): a connection cut at a chosen command, never missed."""
+    workdir = scratch_dir("drorch-ssh-drop-")
+    wire = Tripwire(workdir / "tripwire")
+    setup = make_setup(workdir / "ssh", extra_config=wire.extra_config())
+    try:
+        yield setup, wire
+    finally:
+        setup.server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def sshd(tripwire):
+    return tripwire[0]
 
 
 def _setup(tmp_path, sshd):
@@ -27,10 +48,10 @@ def _restores_exactly(drorch, policy, label, snap, data, target, *extra):
     assert treegen.diff(snap, treegen.snapshot(target / str(data).lstrip("/"))) == []
 
 
-def test_backup_cut_mid_read_is_repeated_and_exact(sshd, drorch, tmp_path):
+def test_backup_cut_mid_read_is_repeated_and_exact(sshd, tripwire, drorch, tmp_path):
     data, policy = _setup(tmp_path, sshd)
     logins = sshd.server.logins()
-    with SessionKiller(sshd.server, b"large.bin") as killer:  # while a block of it is read
+    with tripwire[1].arm(sshd.server, "dd", "large.bin") as killer:  # as a block of it is read
         result = drorch("backup", "--policy", policy, "--type", "full", "--json")
     assert killer.kills == 1
     assert result.code == 0, result.err
@@ -38,13 +59,13 @@ def test_backup_cut_mid_read_is_repeated_and_exact(sshd, drorch, tmp_path):
     _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
 
 
-def test_backup_cut_during_the_small_file_batches_is_exact(sshd, drorch, tmp_path):
+def test_backup_cut_during_the_small_file_batches_is_exact(sshd, tripwire, drorch, tmp_path):
     data, policy = _setup(tmp_path, sshd)
     many = data / "many"
     many.mkdir()
     for i in range(3000):  # a few dozen batches
         (many / f"f{i:04}").write_bytes(os.urandom(i % 5000))
-    with SessionKiller(sshd.server, b"tar -c") as killer:
+    with tripwire[1].arm(sshd.server, "tar", "-c") as killer:
         result = drorch("backup", "--policy", policy, "--type", "full", "--json")
     assert killer.kills == 1 and result.code == 0, result.err
     _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
@@ -70,15 +91,15 @@ def test_backup_that_keeps_losing_the_connection_fails_cleanly(sshd, drorch, tmp
     _restores_exactly(drorch, policy, first.json()["label"], snap, data, tmp_path / "r")
 
 
-def test_restore_onto_the_remote_cut_mid_write_is_repeated_and_exact(sshd, drorch, tmp_path):
+def test_restore_onto_the_remote_cut_mid_write_is_repeated_and_exact(sshd, tripwire, drorch, tmp_path):
     data, policy = _setup(tmp_path, sshd)
     result = drorch("backup", "--policy", policy, "--type", "full", "--json")
     assert result.code == 0, result.err
     snap = treegen.snapshot(data)
     target = tmp_path / "there"
-    with SessionKiller(sshd.server, b".drorch-", times=2) as killer:  # writing a temporary file
+    with tripwire[1].arm(sshd.server, "dd", ".drorch-", times=2) as killer:  # writing a temporary file
         restored = drorch("restore", "--policy", policy, "--target", target, "--target-host", "remote")
-    assert killer.kills >= 1
+    assert killer.kills == 2
     assert restored.code == 0, restored.err
     assert treegen.diff(snap, treegen.snapshot(target / str(data).lstrip("/"))) == []
     assert list(target.rglob(".drorch-*")) == []  # no temporary left behind
