@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from drorch.hosts.findstat import STAT_FORMAT, decimal_ns, parse_stat, parse_stream, time_ns, touch_time
+from drorch.hosts.findstat import STAT_FORMAT, decimal_ns, parse_stat, parse_stream, sort_key, time_ns, touch_time
 from drorch.hosts.shell import FIND_FORMAT
 
 TIMES = [0, 1, 1_500_000_000_123_456_789, -1_750_000_000, -1, -999_999_999, 4_102_444_800_999_999_999]
@@ -61,3 +61,15 @@ def test_touch_time_round_trips(ns, tmp_path):
 def test_find_prints_negative_times_as_seconds_then_fraction():
     assert time_ns(b"-2.2500000000") == -1_750_000_000  # find's own way of writing -1.75 s
     assert time_ns(b"1.0000000010") == 1_000_000_001
+
+
+@pytest.mark.parametrize("text, ns", [(b"12", 12_000_000_000), (b"1.5", 1_500_000_000),
+                                      (b"1700000000.1234", 1_700_000_000_123_400_000),
+                                      (b"0.000000001", 1), (b"-1.75", -1_750_000_000), (b"-0.5", -500_000_000)])
+def test_decimal_times_as_tar_writes_them(text, ns):
+    assert decimal_ns(text) == ns  # pax headers drop trailing zeros of the fraction
+
+
+def test_sort_key_orders_as_the_tuple_of_names():
+    paths = ["/a/b", "/a-c", "/a", "/a/b/c", "/ab", "/a.b/x", "/a\u00e9", os.fsdecode(b"/a\xff"), "/a/\x01", "/"]
+    assert sorted(paths, key=sort_key) == sorted(paths, key=lambda p: tuple(os.fsencode(p).split(b"/")))
