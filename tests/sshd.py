@@ -289,7 +289,7 @@ def write_remote_policy(path: Path, repo: Path, setup: SshSetup, paths: list, *,
 
 
 class Tripwire:
-    """Cuts a connection from inside the host, at a chosen command, without
+    """Cuts (or stalls) a connection from inside the host, at a chosen command, without
     racing it (SessionKiller polls and can miss a short command on a loaded
     machine).  The sshd's sessions find wrappers of `commands` first in PATH
     (`extra_config()` for start_sshd); once armed, the first `times` runs of
@@ -308,8 +308,12 @@ class Tripwire:
     def extra_config(self) -> str:
         return f"SetEnv PATH={self.dir}/bin:/usr/bin:/bin\n"
 
-    def arm(self, server: Sshd, command: str, needle: str = "", times: int = 1) -> "Tripwire":
+    def arm(self, server: Sshd, command: str, needle: str = "", times: int = 1,
+            action: str = "cut") -> "Tripwire":
+        """action: "cut" kills the connection; "stall" leaves it up and sleeps
+        instead of running the command (a host that stops answering)."""
         (self.dir / "listener").write_text(str(server.pid))
+        (self.dir / "action").write_text(action)
         (self.dir / "needle").write_text(needle)
         (self.dir / "left").write_text(str(times))
         (self.dir / "kills").write_text("")
@@ -345,7 +349,10 @@ if [ "$(cat "$a/armed" 2>/dev/null)" = @NAME@ ] && mkdir "$a/lock" 2>/dev/null; 
     fi;;
   esac
   rmdir "$a/lock"
-  if [ -n "$fire" ]; then
+  if [ -n "$fire" ] && [ "$(cat "$a/action")" = stall ]; then
+    sleep 30
+    exit 1
+  elif [ -n "$fire" ]; then
     listener=$(cat "$a/listener") p=$PPID chain=
     while [ "$p" -gt 1 ] && [ "$p" != "$listener" ]; do
       [ "$(cat /proc/$p/comm)" = sshd ] && chain="$chain $p"

@@ -26,6 +26,11 @@ from drorch.errors import HostError
 from drorch.hosts.ssh import Channel, Dropped, SshConnection
 
 RECV = 1 << 20
+# A shell's reply silent this long (or io_timeout, if shorter) counts as a lost
+# connection: its commands are short file operations that stream as they go
+# (a walk prints every entry), so silence means a stuck channel or host, and
+# the operation is better repeated on a new connection than waited for.
+SILENCE = 120.0
 
 #: find -printf fields of one entry (findstat.py parses them), NUL-separated.  No %u/%g:
 #: find looks names up for every entry (5x slower); remote.py asks getent once per id.
@@ -325,8 +330,9 @@ class ShellPool:
             shell.close()
 
     def _open(self) -> ShellSession:
-        shell = ShellSession(self.connection.open_exec(self._start), self.where, self.become,
-                             self.connection.config.user)
+        channel = self.connection.open_exec(self._start)
+        channel.set_timeout(min(SILENCE, self.connection.config.io_timeout))
+        shell = ShellSession(channel, self.where, self.become, self.connection.config.user)
         self.uid = shell.uid
         return shell
 

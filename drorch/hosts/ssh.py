@@ -136,6 +136,10 @@ class Channel:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise Dropped(f"connection to {self.where} lost: {exc}") from None
 
+    def set_timeout(self, seconds: float) -> None:
+        """How long recv() and sendall() wait before the channel counts as lost."""
+        self._channel.settimeout(seconds)
+
     def shutdown_write(self) -> None:
         try:
             self._channel.shutdown_write()

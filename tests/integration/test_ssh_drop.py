@@ -71,6 +71,22 @@ def test_backup_cut_during_the_small_file_batches_is_exact(sshd, tripwire, drorc
     _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
 
 
+def test_a_host_that_stops_answering_mid_walk_is_given_up_on_and_the_walk_repeated(sshd, tripwire, drorch,
+                                                                                   tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    treegen.generate(data, 33, files=40)
+    policy = write_remote_policy(tmp_path / "policy.yaml", tmp_path / "repo", sshd, [data],
+                                 host_options={"io_timeout": "2s"})
+    logins = sshd.server.logins()
+    with tripwire[1].arm(sshd.server, "find", str(data), action="stall") as stalled:  # silent, connection up
+        result = drorch("backup", "--policy", policy, "--type", "full", "--json")
+    assert stalled.kills == 1
+    assert result.code == 0, result.err
+    assert sshd.server.logins() >= logins + 2  # the silent connection was given up, a new one made
+    _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
+
+
 def test_backup_that_keeps_losing_the_connection_fails_cleanly(sshd, drorch, tmp_path):
     data, policy = _setup(tmp_path, sshd)
     first = drorch("backup", "--policy", policy, "--type", "full", "--json")
