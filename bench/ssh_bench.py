@@ -25,16 +25,18 @@ MiB = 1 << 20
 BENCH_USER = "drorch-bench"
 
 
-def login_user(name: str) -> str:
-    """The account both tools log in as: by default a plain one made for the
-    bench (bash with Debian's default rc files, as a service account has).  The
-    machine's root runs `pyenv init` in its .bashrc, which bash reads for every
-    SSH session (≈ 0.1 s of CPU each): one for `ssh host tar`, one per shell
-    drorch opens (2-3), which would measure root's rc file, not the tools."""
-    if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-        subprocess.run(["usermod", "-p", "*", name], check=True)  # not locked; no password: key login only
-    return name
+def login_user(name: str) -> bool:
+    """Make the account both tools log in as, if missing: by default a plain one
+    for the bench (bash with Debian's default rc files, as a service account
+    has).  The machine's root runs `pyenv init` in its .bashrc, which bash reads
+    for every SSH session (≈ 0.1 s of CPU each): one for `ssh host tar`, one
+    per shell drorch opens (2-3), which would measure root's rc file, not the
+    tools.  True if it was made here (then removed at the end)."""
+    if subprocess.run(["id", name], capture_output=True).returncode == 0:
+        return False
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    subprocess.run(["usermod", "-p", "*", name], check=True)  # not locked; no password: key login only
+    return True
 
 
 def best(repeat: int, run) -> float:
@@ -129,9 +131,10 @@ def main() -> None:
     parser.add_argument("--login-user", default=BENCH_USER,
                         help=f"log in as this user (default {BENCH_USER}, made if missing; the data is world-readable)")
     args = parser.parse_args()
+    made_user = login_user(args.login_user)
     work = scratch_dir("drorch-bench-ssh-")
     setup = make_setup(work / "ssh")
-    setup.server.user = login_user(args.login_user)
+    setup.server.user = args.login_user
     try:
         large, tree, tree_bytes = make_data(work, args.large_mb, args.files)
         size = large.stat().st_size
@@ -181,6 +184,8 @@ def main() -> None:
         close_hosts()
         setup.server.stop()
         shutil.rmtree(work, ignore_errors=True)
+        if made_user:
+            subprocess.run(["userdel", "--remove", args.login_user], capture_output=True)
 
 
 if __name__ == "__main__":
