@@ -1,7 +1,7 @@
 """Check archived WAL segments the way recovery will read them: every page
-header in place (magic, address), every record's CRC-32C, record by record
-(records that cross into the next segment are checked when that segment is
-fed next).  Pure functions of the WAL format (PostgreSQL 15: xlog_internal.h,
+header in place (magic, address), every record's CRC-32C, and every record's
+xl_prev pointing at the record before it, record by record (records that
+cross into the next segment are checked when that segment is fed next).  Pure functions of the WAL format (PostgreSQL 15: xlog_internal.h,
 xlogrecord.h)."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class WalChecker:
         self.carry = b""  # the start of a record that continues in the next segment
         self.carry_lsn = 0
         self.next_segment_lsn: int | None = None
+        self.prev_lsn: int | None = None  # where the last checked record starts: the next one's xl_prev
         self.records = 0
 
     def feed(self, name: str, raw: bytes) -> str | None:
@@ -42,8 +43,8 @@ class WalChecker:
         start, block = header["pageaddr"], header["block_size"]
         if block < 1024 or block & (block - 1) or len(raw) % block:
             return f"has a damaged first page header (block size {block})"
-        if self.next_segment_lsn != start:
-            self.carry = b""  # not the continuation of the segment fed before
+        if self.next_segment_lsn != start:  # not the continuation of the segment fed before
+            self.carry, self.prev_lsn = b"", None
         self.next_segment_lsn = start + len(raw)
         pieces, index, trouble, first_info, size = [], [], None, 0, len(self.carry)
         for offset in range(0, len(raw), block):
@@ -74,7 +75,7 @@ class WalChecker:
 
         self.carry = b""
         while pos + RECORD_SIZE <= len(stream):
-            tot_len, _, _, info, rmid, crc = RECORD_HEADER.unpack_from(stream, pos)
+            tot_len, _, prev, info, rmid, crc = RECORD_HEADER.unpack_from(stream, pos)
             if tot_len == 0:
                 return None  # the end of the WAL written into this segment
             if tot_len < RECORD_SIZE or tot_len > MAX_RECORD:
@@ -84,10 +85,14 @@ class WalChecker:
             record = stream[pos:pos + tot_len]
             if crc32c.crc32c(record[:20], crc32c.crc32c(record[RECORD_SIZE:])) != crc:
                 return f"has a record at {format_lsn(lsn(pos))} that fails its CRC (damaged WAL)"
+            if self.prev_lsn is not None and prev != self.prev_lsn:  # a sound record, out of place
+                return (f"has a record at {format_lsn(lsn(pos))} whose previous record is "
+                        f"{format_lsn(prev)}, not {format_lsn(self.prev_lsn)} (WAL of another history "
+                        "spliced in, or a segment of another server)")
+            self.prev_lsn = lsn(pos)
             self.records += 1
             if rmid == RM_XLOG_ID and info & 0xF0 == XLOG_SWITCH:
-                self.next_segment_lsn = None  # the rest of the segment is unused
-                return None
+                return None  # the rest of the segment is unused; the next one goes on from here
             pos = _align(pos + tot_len)
         if pos < len(stream):
             self.carry, self.carry_lsn = stream[pos:], lsn(pos)

@@ -58,9 +58,9 @@ def test_sample_is_a_subset_in_label_order():
 # -- WAL ---------------------------------------------------------------------------------
 
 
-def record(payload: bytes, rmid: int = 10, info: int = 0) -> bytes:
+def record(payload: bytes, rmid: int = 10, info: int = 0, prev: int = 0) -> bytes:
     tot_len = 24 + len(payload)
-    head = struct.pack("<IIQBBxx", tot_len, 1, 0, info, rmid)
+    head = struct.pack("<IIQBBxx", tot_len, 1, prev, info, rmid)
     crc = crc32c.crc32c(head, crc32c.crc32c(payload))
     return head + struct.pack("<I", crc) + payload
 
@@ -83,19 +83,46 @@ def segment(start_lsn: int, stream: bytes, cont: int = 0) -> bytes:
     return bytes(out)
 
 
+def lsn_at(start_lsn: int, pos: int) -> int:
+    """The LSN of byte `pos` of the record stream of the segment at start_lsn."""
+    if pos < BLOCK - 40:
+        return start_lsn + 40 + pos
+    page, offset = divmod(pos - (BLOCK - 40), BLOCK - 24)
+    return start_lsn + (page + 1) * BLOCK + 24 + offset
+
+
+def chain(start_lsn: int, payloads: list, prev: int = 0, at: int = 0, wrong: int | None = None):
+    """Records laid out from stream position `at` of a segment, each pointing back at
+    the one before (the first at `prev`; record number `wrong` at the one before that):
+    (aligned stream, the last record's LSN)."""
+    out, lsns = b"", [prev]
+    for n, (payload, rmid, info) in enumerate(payloads):
+        back = lsns[-2] if n == wrong else lsns[-1]
+        out += aligned(record(payload, rmid, info, back))
+        lsns.append(lsn_at(start_lsn, at + len(out) - len(aligned(record(payload)))))
+    return out, lsns[-1]
+
+
 def aligned(*records: bytes) -> bytes:
     return b"".join(r + b"\0" * (-len(r) % 8) for r in records)
 
 
-def test_wal_records_across_pages_and_segments_pass_and_a_flip_fails():
-    big = record(bytes(range(256)) * 40)  # 10 KiB: crosses a page boundary
-    head = aligned(record(b"a" * 100), big, record(b"b" * 50))
+def two_segments(wrong: int | None = None, wrong_switch: bool = False) -> tuple[bytes, bytes]:
+    """Records that cross pages and the segment boundary, then an XLOG_SWITCH."""
+    start = 0x1000000
+    head = [(b"a" * 100, 10, 0), (bytes(range(256)) * 40, 10, 0), (b"b" * 50, 10, 0)]  # the 2nd crosses a page
     room = (BLOCK - 40) + (SEGMENT // BLOCK - 1) * (BLOCK - 24)  # record bytes a segment holds
-    filler = aligned(record(b"f" * (room - len(head) - 1000 - 24)))
-    tail = record(b"c" * 30000)  # starts 1000 bytes before the segment's end: crosses into the next
-    seg1 = segment(0x1000000, head + filler + tail[:1000])
-    rest = tail[1000:]
-    seg2 = segment(0x1000000 + SEGMENT, aligned(rest, record(b"", rmid=0, info=0x40)), cont=len(rest))
+    head_len = len(aligned(*(record(p) for p, _, _ in head)))
+    filler = (b"f" * (room - head_len - 1000 - 24), 10, 0)
+    tail = (b"c" * 30000, 10, 0)  # starts 1000 bytes before the segment's end: crosses into the next
+    stream, last = chain(start, [*head, filler, tail], prev=0x0FFFF00, wrong=wrong)
+    rest = stream[room:]
+    switch = record(b"", rmid=0, info=0x40, prev=0x0FFFF00 if wrong_switch else last)
+    return segment(start, stream[:room]), segment(start + SEGMENT, aligned(rest, switch), cont=len(rest))
+
+
+def test_wal_records_across_pages_and_segments_pass_and_a_flip_fails():
+    seg1, seg2 = two_segments()
     checker = WalChecker()
     assert checker.feed("000000010000000000000001", seg1) is None
     assert checker.feed("000000010000000000000002", seg2) is None
@@ -115,6 +142,18 @@ def test_wal_records_across_pages_and_segments_pass_and_a_flip_fails():
     header = bytearray(seg1)
     header[BLOCK + 8] ^= 0x01  # the address in page 1's header
     assert "damaged page header" in WalChecker().feed("000000010000000000000001", bytes(header))
+
+
+def test_a_sound_record_that_does_not_point_back_at_the_one_before_fails():
+    seg1, _ = two_segments(wrong=2)  # `b` points at `a`, not at `big` before it
+    assert WalChecker().feed("000000010000000000000001", seg1) == (
+        "has a record at 0/10028D8 whose previous record is 0/1000028, not 0/10000A8 "
+        "(WAL of another history spliced in, or a segment of another server)")
+    seg1, seg2 = two_segments(wrong_switch=True)  # across the segment boundary
+    checker = WalChecker()
+    assert checker.feed("000000010000000000000001", seg1) is None
+    assert "whose previous record is 0/FFFF00" in checker.feed("000000010000000000000002", seg2)
+    assert WalChecker().feed("000000010000000000000002", seg2) is None  # alone: nothing to point back at
 
 
 # -- policy ---------------------------------------------------------------------------------
