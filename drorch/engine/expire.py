@@ -22,6 +22,7 @@ from drorch.repo import layout, verifications
 from drorch.sources.mariadb_facts import binlog_sequence
 from drorch.repo.catalog import Catalog
 from drorch.repo.locks import SourceLock
+from drorch.repo.manifest import Manifest
 from drorch.repo.repository import Repository
 from drorch.storage.base import ObjectLocked
 from drorch.timefmt import parse_iso, utcnow
@@ -55,60 +56,90 @@ def run_expire(repo: Repository, source: str, rules: Rules, *, dry_run: bool = F
     with SourceLock(repo, source, "expire").acquire(wait=lock_wait):
         catalog = Catalog(repo)
         backups = catalog.backups(source)
-        refs = [BackupRef(m.label, m.type, m.parent, parse_iso(m.finished), m.pinned) for m in backups]
-        decisions = decide(refs, rules, now)
+        decisions = _decide(source, backups, rules, now)
         result = ExpireResult(source, dry_run, decisions=list(decisions.values()))
         kept = {label for label, d in decisions.items() if d.keep}
-        for manifest in backups:  # never delete what a kept backup references
-            if manifest.label in kept and not set(manifest.chain) <= kept:
-                raise RepositoryError(f"{source}: retention would drop part of the chain of "
-                                      f"{manifest.label}; nothing was expired", "report this bug")
-        expired = [m.label for m in backups if m.label not in kept]
-        result.locked = _still_locked(repo, source, expired, now)
-        result.expired = [label for label in expired if label not in result.locked]
-        committed = {m.label for m in backups}
-        unfinished = {run.label for run in catalog.runs(source) if run.status == "incomplete"}
-        result.leftovers = sorted((_data_labels(repo, source) - committed) | unfinished)
-        sizes = {label: _size(repo, source, label) for label in result.expired + result.leftovers}
-        result.freed_bytes = sum(sizes.values())
-        if with_wal:
-            starts = [m.source_facts.get("start_wal") for m in backups if m.label in kept]
-            oldest = min((s for s in starts if s), key=wal.position_key, default=None)
-            result.wal_removed = wal.expirable(repo, source, oldest)
-        if with_binlog:  # MariaDB: the binlogs from the oldest kept backup's position on stay
-            firsts = [m.source_facts.get("binlog_file") for m in backups if m.label in kept]
-            oldest = min((f for f in firsts if f), key=lambda n: binlog_sequence(n) or 0, default=None)
-            result.binlogs_removed = binlog.expirable(list(binlog.archived(repo, source)), oldest)
+        sizes = _find_removals(repo, catalog, source, backups, kept, now, result)
+        _find_logs(repo, source, backups, kept, result, with_wal=with_wal, with_binlog=with_binlog)
         if dry_run:
             return result
-        for label in list(result.expired):
-            try:
-                repo.storage.delete(layout.manifest_key(source, label))  # uncommit first
-            except ObjectLocked as exc:
-                _note_locked(result, label, exc)
-                continue
-            repo.storage.delete(layout.pin_key(source, label))
-            verifications.delete_all(repo, source, label)  # its evidence goes with it
-            _delete_data(repo, source, label, result)
-            log.info("%s: expired backup %s (%s)", source, label, "; ".join(decisions[label].reasons))
-        for label in result.leftovers:
-            _delete_data(repo, source, label, result)
-            log.info("%s: removed the leftovers of run %s, which never committed", source, label)
+        _remove_backups(repo, source, decisions, result)
         result.freed_bytes = sum(size for label, size in sizes.items() if label not in result.locked)
+        committed = {m.label for m in backups}
         _prune_run_records(repo, source, committed - set(result.expired), now)
         cleanup = getattr(repo.storage, "cleanup_interrupted", None)
         if cleanup is not None:
             result.uploads_aborted = cleanup(INTERRUPTED_UPLOAD_AGE)
-        for n, name in enumerate(result.wal_removed):  # after the manifests of the backups that needed them
-            try:
-                repo.storage.delete(wal.wal_key(source, name))
-            except ObjectLocked as exc:  # archived in order, so the newer ones are locked too
-                log.info("%s: WAL from %s on is still locked: %s", source, name, exc.message)
-                result.wal_removed = result.wal_removed[:n]
-                break
-        for name in result.binlogs_removed:
-            binlog.delete(repo, source, name)
+        _remove_logs(repo, source, result)  # after the manifests of the backups that needed them
         return result
+
+
+def _decide(source: str, backups: list[Manifest], rules: Rules, now: datetime) -> dict[str, Decision]:
+    """Retention's decision for every backup; refuses one that would break a kept chain."""
+    refs = [BackupRef(m.label, m.type, m.parent, parse_iso(m.finished), m.pinned) for m in backups]
+    decisions = decide(refs, rules, now)
+    kept = {label for label, d in decisions.items() if d.keep}
+    for manifest in backups:  # never delete what a kept backup references
+        if manifest.label in kept and not set(manifest.chain) <= kept:
+            raise RepositoryError(f"{source}: retention would drop part of the chain of "
+                                  f"{manifest.label}; nothing was expired", "report this bug")
+    return decisions
+
+
+def _find_removals(repo: Repository, catalog: Catalog, source: str, backups: list[Manifest], kept: set[str],
+                   now: datetime, result: ExpireResult) -> dict[str, int]:
+    """Fill in what goes (expired backups, leftovers, what Object Lock keeps); returns {label: bytes}."""
+    expired = [m.label for m in backups if m.label not in kept]
+    result.locked = _still_locked(repo, source, expired, now)
+    result.expired = [label for label in expired if label not in result.locked]
+    committed = {m.label for m in backups}
+    unfinished = {run.label for run in catalog.runs(source) if run.status == "incomplete"}
+    result.leftovers = sorted((_data_labels(repo, source) - committed) | unfinished)
+    sizes = {label: _size(repo, source, label) for label in result.expired + result.leftovers}
+    result.freed_bytes = sum(sizes.values())
+    return sizes
+
+
+def _find_logs(repo: Repository, source: str, backups: list[Manifest], kept: set[str], result: ExpireResult, *,
+               with_wal: bool, with_binlog: bool) -> None:
+    """The archived WAL / binlogs that no kept backup needs."""
+    if with_wal:
+        starts = [m.source_facts.get("start_wal") for m in backups if m.label in kept]
+        oldest = min((s for s in starts if s), key=wal.position_key, default=None)
+        result.wal_removed = wal.expirable(repo, source, oldest)
+    if with_binlog:  # MariaDB: the binlogs from the oldest kept backup's position on stay
+        firsts = [m.source_facts.get("binlog_file") for m in backups if m.label in kept]
+        oldest = min((f for f in firsts if f), key=lambda n: binlog_sequence(n) or 0, default=None)
+        result.binlogs_removed = binlog.expirable(list(binlog.archived(repo, source)), oldest)
+
+
+def _remove_backups(repo: Repository, source: str, decisions: dict[str, Decision], result: ExpireResult) -> None:
+    """Expired backups (manifest first: uncommit) and the leftovers of runs that never committed."""
+    for label in list(result.expired):
+        try:
+            repo.storage.delete(layout.manifest_key(source, label))  # uncommit first
+        except ObjectLocked as exc:
+            _note_locked(result, label, exc)
+            continue
+        repo.storage.delete(layout.pin_key(source, label))
+        verifications.delete_all(repo, source, label)  # its evidence goes with it
+        _delete_data(repo, source, label, result)
+        log.info("%s: expired backup %s (%s)", source, label, "; ".join(decisions[label].reasons))
+    for label in result.leftovers:
+        _delete_data(repo, source, label, result)
+        log.info("%s: removed the leftovers of run %s, which never committed", source, label)
+
+
+def _remove_logs(repo: Repository, source: str, result: ExpireResult) -> None:
+    for n, name in enumerate(result.wal_removed):
+        try:
+            repo.storage.delete(wal.wal_key(source, name))
+        except ObjectLocked as exc:  # archived in order, so the newer ones are locked too
+            log.info("%s: WAL from %s on is still locked: %s", source, name, exc.message)
+            result.wal_removed = result.wal_removed[:n]
+            break
+    for name in result.binlogs_removed:
+        binlog.delete(repo, source, name)
 
 
 def _data_labels(repo: Repository, source: str) -> set[str]:
