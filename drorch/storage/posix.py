@@ -13,12 +13,13 @@ import os
 import stat
 import threading
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import Iterator
 
 from drorch.errors import NotFoundError, StorageError
 from drorch.storage.base import AlreadyExists, ObjectInfo, check_key, check_prefix
+from drorch.storage.posix_access import gid_of, owner_of, whoami
+from drorch.storage.posix_files import Appender, Flusher, fsync_dir
 
 TMP_MARK = ".tmp-"
 
@@ -33,11 +34,11 @@ class PosixStorage:
         self.root = Path(path)
         self.location = str(self.root)
         self.fsync = fsync
-        self.gid = _gid_of(group) if group else None
+        self.gid = gid_of(group) if group else None
         self.file_mode, self.dir_mode = (0o660, 0o2770) if group else (0o600, 0o700)
         self._unsynced: set[Path] = set()  # directories of put(sync=False) objects
         self._unsynced_lock = threading.Lock()
-        self._flusher = _Flusher()
+        self._flusher = Flusher()
 
     # -- helpers -------------------------------------------------------------
 
@@ -48,8 +49,8 @@ class PosixStorage:
         hint = None
         message = f"cannot {action} {self._path(key)}: {exc.strerror}"
         if exc.errno in (errno.EACCES, errno.EPERM):
-            message = f"user {_whoami()} cannot {action} {self._path(key)}: {exc.strerror}{_owner_of(self._path(key))}"
-            hint = (f"let user {_whoami()} read and write {self.root}: run drorch and archive_command as one "
+            message = f"user {whoami()} cannot {action} {self._path(key)}: {exc.strerror}{owner_of(self._path(key))}"
+            hint = (f"let user {whoami()} read and write {self.root}: run drorch and archive_command as one "
                     "user, or give the repository a shared `group:` (both users in that group)")
         elif exc.errno == errno.ENOSPC:
             hint = f"free space on the file system of {self.root}"
@@ -67,7 +68,7 @@ class PosixStorage:
                 continue
             self._share(path, self.dir_mode)
             if self.fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
 
     def _share(self, target, mode: int) -> None:
         """Set the group (if any) and the mode explicitly: the umask must not decide."""
@@ -129,7 +130,7 @@ class PosixStorage:
             return
         if sync:
             try:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             except FileNotFoundError:
                 pass  # a concurrent delete removed the object and its directory
         else:
@@ -137,13 +138,13 @@ class PosixStorage:
             with self._unsynced_lock:
                 self._unsynced.add(path.parent)
 
-    def open_append(self, key: str) -> "_Appender":
+    def open_append(self, key: str) -> "Appender":
         """An object written piece by piece (a pack as it fills, with no buffer of its
         size in memory); invisible under its key until commit(), durable by sync()."""
         path = self._path(key)
         tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:12]}")
         try:
-            return _Appender(self, key, path, tmp, self._create(tmp))
+            return Appender(self, key, path, tmp, self._create(tmp))
         except OSError as exc:
             raise self._error("write", key, exc) from None
 
@@ -158,7 +159,7 @@ class PosixStorage:
             raise self._error("sync", os.path.relpath(path, self.root), exc) from None
         for directory in sorted(directories):
             if directory.is_dir():
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
     def get(self, key: str) -> bytes:
         try:
@@ -269,147 +270,3 @@ class PosixStorage:
             return True
         except NotADirectoryError:
             return False
-
-
-class _Appender:
-    def __init__(self, storage: PosixStorage, key: str, path: Path, tmp: Path, fd: int):
-        self.storage, self.key, self.path, self.tmp, self.fd = storage, key, path, tmp, fd
-
-    def write(self, data) -> None:
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self.fd, view):]
-        except OSError as exc:
-            self.abort()
-            raise self.storage._error("write", self.key, exc) from None
-
-    def commit(self) -> None:
-        """Into place under its key (durability deferred to the storage's sync())."""
-        try:
-            os.close(self.fd)
-            self.fd = -1
-            os.replace(self.tmp, self.path)
-            self.storage._placed(self.path, sync=False)
-        except OSError as exc:
-            self.abort()
-            raise self.storage._error("write", self.key, exc) from None
-
-    def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
-
-
-class _Flusher:
-    """fsync()s the files put(sync=False) wrote, in a thread of its own, as they
-    come: the barrier before a commit then finds them on disk.  Left to the
-    kernel, a backup's packs would stay in the page cache until that barrier
-    (writeback starts at a tenth of the RAM), and the backup would wait for all
-    of them at its end.  At most `backlog` files wait: a slow disk slows the writers."""
-
-    def __init__(self, backlog: int = 8):
-        self.backlog = backlog
-        self._cond = threading.Condition()
-        self._queue: deque[Path] = deque()  # the head is being synced
-        self._running = False
-        self._failed: tuple[Path, OSError] | None = None
-
-    def add(self, path: Path) -> None:
-        with self._cond:
-            while len(self._queue) >= self.backlog:
-                self._cond.wait()
-            self._queue.append(path)
-            if not self._running:
-                self._running = True
-                threading.Thread(target=self._run, name="drorch-fsync", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue:
-                    self._running = False
-                    self._cond.notify_all()
-                    return
-                path = self._queue[0]
-            failed = None
-            try:
-                _fsync_file(path)
-            except FileNotFoundError:
-                pass  # deleted since: nothing to keep
-            except OSError as exc:
-                failed = exc
-            with self._cond:
-                self._queue.popleft()
-                if failed is not None and self._failed is None:
-                    self._failed = (path, failed)
-                self._cond.notify_all()
-
-    def wait(self) -> tuple[Path, OSError] | None:
-        """Until every file added so far is synced; the first failure since the last wait."""
-        with self._cond:
-            while self._queue:
-                self._cond.wait()
-            failed, self._failed = self._failed, None
-        return failed
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _gid_of(group: str) -> int:
-    import grp
-
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise StorageError(f"repository group {group!r} does not exist on this machine",
-                           "create the group (and add drorch's and postgres's users to it) or fix `group:`") from None
-
-
-def _owner_of(path: Path) -> str:
-    """' (directory D is owned by U:G, mode M)' for the nearest existing parent."""
-    import grp
-    import pwd
-
-    for candidate in (path, *path.parents):
-        try:
-            st = candidate.stat()
-        except OSError:
-            continue
-        try:
-            user = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            user = str(st.st_uid)
-        try:
-            group = grp.getgrgid(st.st_gid).gr_name
-        except KeyError:
-            group = str(st.st_gid)
-        return f" ({candidate} is owned by {user}:{group}, mode {stat.S_IMODE(st.st_mode):04o})"
-    return ""
-
-
-def _whoami() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
