@@ -4,17 +4,16 @@ Phases: check the target, lay down directories, write file data (grouped by
 pack, in parallel, every block checked against its SHA-256), create links
 and special files, then set metadata (directories last, deepest first).
 A block that fails its check fails only its file: the file is removed and
-named in the error; every other file is restored.
+named in the error; every other file is restored.  This module prepares
+(target, tree shape, which blocks to write); restore_data.py writes the blocks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import posixpath
 import stat
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,17 +23,14 @@ from drorch.engine.memory import gc_paused, one_malloc_arena
 from drorch.engine.pipeline import checksum_of
 from drorch.engine.progress import Progress
 from drorch.engine.selection import materialise_hardlinks, select_entries
-from drorch.errors import DrorchError, IntegrityError, NotFoundError, RestoreError
+from drorch.engine.restore_data import FileOut, PackWriter, entry_chunks
+from drorch.errors import RestoreError
 from drorch.fsmeta import DIR, FILE, HARDLINK, SYMLINK, Entry, join_under
 from drorch.hosts.base import Host
-from drorch.repo import layout
 from drorch.repo.manifest import Manifest, read_entries
 from drorch.repo.repository import Repository
 from drorch.sources.base import RestoreOptions, Source
 
-log = logging.getLogger(__name__)
-RANGE_GAP = 256 << 10  # read across gaps smaller than this
-RANGE_MAX = 8 << 20  # but never more than this at once
 CHUNK_FILES = 2048  # files prepared before the workers are given them
 
 
@@ -122,9 +118,8 @@ class _TreeRestore:
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.result = RestoreResult(manifest.source, manifest.label, manifest.type, options.target)
         self.existing = options.force or options.delta
-        self._lock = threading.Lock()
         self._dirs: set[str] = set()  # directories known to exist
-        self._meta_on_close = True  # the host's write handles set a file's metadata as they close it
+        self.writer = PackWriter(repo, manifest, host, self.result, progress, self.path)
 
     def path(self, entry_path: str) -> str:
         return join_under(self.options.target, entry_path)
@@ -156,7 +151,7 @@ class _TreeRestore:
         self.progress.phase = "metadata"
         for entry in entries:
             if entry.type not in (DIR, HARDLINK) and entry.path not in self.result.failures \
-                    and not (entry.type == FILE and self._meta_on_close):
+                    and not (entry.type == FILE and self.writer.meta_on_close):
                 self.host.set_meta(self.path(entry.path), entry)
         for entry in reversed(entries):
             if entry.type == DIR:
@@ -228,7 +223,8 @@ class _TreeRestore:
             futures = []
             for start in range(0, len(files), CHUNK_FILES):
                 groups = self._prepare(files[start:start + CHUNK_FILES])
-                futures += [pool.submit(self._restore_pack, key, groups.pop(key)) for key in sorted(groups)]
+                futures += [pool.submit(self.writer.restore_pack, key, groups.pop(key))
+                            for key in sorted(groups)]
             for future in futures:
                 future.result()
         for entry_path in self.result.failures:
@@ -251,10 +247,10 @@ class _TreeRestore:
                 continue
             self.result.files += 1
             if not todo:
-                self._finish(self.host.open_write(path, entry.size), entry)
+                self.writer.finish(self.host.open_write(path, entry.size), entry)
                 self.progress.add(files=1)
                 continue
-            out = _FileOut(handle, len(todo))
+            out = FileOut(handle, len(todo))
             for index in todo:
                 block = entry.blocks[index]
                 groups[(block[0], block[1])].append((block, entry, out, index * entry.bs))
@@ -278,132 +274,6 @@ class _TreeRestore:
         if not differ:
             return None, None
         return differ, self.host.open_write(path, entry.size, truncate=False)
-
-    def _restore_pack(self, key: tuple[str, int], items: list) -> None:
-        label, pack = key
-        object_key = layout.pack_key(self.manifest.source, label, pack)
-        context = layout.data_prefix(self.manifest.source, label)
-        items.sort(key=lambda item: item[0][2])
-        for start, end, run in _coalesce(items):
-            try:
-                data = self.repo.storage.get_range(object_key, start, end - start)
-            except NotFoundError:
-                for block, entry, out, _ in run:
-                    self._fail(entry, out, f"its data object {object_key} is missing from the repository")
-                continue
-            except DrorchError as exc:
-                for block, entry, out, _ in run:
-                    self._fail(entry, out, f"cannot read {object_key}: {exc.message}")
-                continue
-            view, files, written = memoryview(data), 0, 0
-            for block, entry, out, offset in run:
-                if entry.path in self.result.failures:
-                    continue
-                size, closed = self._write_block(view, start, block, entry, out, offset, object_key, context)
-                files, written = files + closed, written + size
-            self.progress.add(files=files, nbytes=written)
-            with self._lock:
-                self.result.bytes_written += written
-
-    def _write_block(self, data, start, block, entry, out, offset, object_key, context) -> tuple[int, int]:
-        """Check and write one block: (bytes written, 1 if that finished its file)."""
-        blob = data[block[2] - start: block[2] - start + block[3]]
-        try:
-            raw = (self.repo.codec.decode(blob, context=context, what=object_key)
-                   if len(blob) == block[3] else None)
-        except IntegrityError:
-            raw = None
-        if raw is None or len(raw) != block[4] or hashlib.sha256(raw).hexdigest() != block[5]:
-            self._fail(entry, out, f"block at offset {offset} fails its checksum "
-                                   f"(object {object_key}, bytes {block[2]}-{block[2] + block[3]})")
-            return 0, 0
-        if out.remaining == 1 and out.handle is None:  # the only block (most files): no one to share with
-            handle = out.handle = self.host.open_write(self.path(entry.path), entry.size)
-            handle.pwrite(raw, offset)
-            out.remaining = 0
-            self._finish(handle, entry)
-            return len(raw), 1
-        with self._lock:
-            if out.handle is None:
-                out.handle = self.host.open_write(self.path(entry.path), entry.size)
-        out.handle.pwrite(raw, offset)
-        with self._lock:
-            out.remaining -= 1
-            done = out.remaining == 0
-        if done:
-            self._finish(out.handle, entry)
-        return len(raw), int(done)
-
-    def _finish(self, handle, entry: Entry) -> None:
-        """Close a file that is complete, setting its metadata on the way when the host can."""
-        finish = getattr(handle, "finish", None)
-        if finish is None:
-            handle.close()
-            self._meta_on_close = False  # the metadata pass sets it
-        else:
-            finish(entry)
-
-    def _fail(self, entry: Entry, out: "_FileOut | None", why: str) -> None:
-        with self._lock:
-            if entry.path in self.result.failures:
-                return
-            self.result.failures[entry.path] = why
-            if out is not None and out.handle is not None:
-                out.handle.discard()
-                out.handle = _Closed()
-        log.error("restore of /%s failed: %s", entry.path, why)
-
-
-class _FileOut:
-    """One file being written: its handle once open, and how many blocks are to go."""
-
-    __slots__ = ("handle", "remaining")
-
-    def __init__(self, handle, remaining: int):
-        self.handle, self.remaining = handle, remaining
-
-
-def entry_chunks(repo: Repository, source: str, entry: Entry):
-    """The bytes of one file entry, block by block, each checked against its SHA-256."""
-    for index, block in enumerate(entry.blocks):
-        key = layout.pack_key(source, block[0], block[1])
-        try:
-            blob = repo.storage.get_range(key, block[2], block[3])
-        except NotFoundError:
-            raise RestoreError(f"/{entry.path}: its data object {key} is missing from the repository",
-                               "run `drorch verify`; restore from another backup or a copy") from None
-        raw = repo.codec.decode(blob, context=layout.data_prefix(source, block[0]), what=key)
-        if hashlib.sha256(raw).hexdigest() != block[5]:
-            raise RestoreError(f"/{entry.path}: block {index} fails its checksum (object {key})",
-                               "the repository is damaged: run `drorch verify`")
-        yield raw
-
-
-class _Closed:
-    def pwrite(self, data: bytes, offset: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    discard = close
-
-
-def _coalesce(items: list):
-    """Group blobs (sorted by offset) into ranges worth one read each."""
-    run: list = []
-    start = end = 0
-    for item in items:
-        offset, length = item[0][2], item[0][3]
-        if run and (offset - end > RANGE_GAP or offset + length - start > RANGE_MAX):
-            yield start, end, run
-            run = []
-        if not run:
-            start = end = offset
-        run.append(item)
-        end = max(end, offset + length)
-    if run:
-        yield start, end, run
 
 
 def _is_dir(st: os.stat_result) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from drorch.engine.pipeline import checksum_of
 from drorch.engine.progress import Progress
-from drorch.engine.restore import _coalesce  # the same range reads as a restore
+from drorch.engine.restore_data import coalesce  # the same range reads as a restore
 from drorch.engine.verify_archive import ArchiveRule
 from drorch.errors import DrorchError, IntegrityError, NotFoundError
 from drorch.fsmeta import FILE
@@ -209,7 +209,7 @@ class ObjectChecker:
         context = layout.data_prefix(self.source, key.split("/")[2])
         items = sorted(blobs.values(), key=lambda use: use[0][2])
         total = 0
-        for start, end, run in _coalesce(items):
+        for start, end, run in coalesce(items):
             try:
                 data = self.repo.storage.get_range(key, start, end - start)
             except NotFoundError:
