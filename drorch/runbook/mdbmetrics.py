@@ -8,7 +8,7 @@ disk later)."""
 
 from __future__ import annotations
 
-from drorch.runbook.mdbnode import binlog_distance, gtid_lag
+from drorch.runbook.mdbgtid import binlog_distance, gtid_lag
 from drorch.runbook.model_types import human_size
 
 

@@ -2,15 +2,12 @@
 positions, replica status), its server started and stopped through its host,
 its fence file (an option file with `read_only = ON` the server reads at
 start), and its end of binlog read from disk while it is down (what the data
-loss of a promotion is measured against).
-
-Positions are compared as GTID sequence numbers (the highest of each
-replication domain, summed): a distance is a number of transactions."""
+loss of a promotion is measured against).  Its status is mdbstatus.py's
+MdbStatus; GTID positions and distances are mdbgtid.py's."""
 
 from __future__ import annotations
 
 import posixpath
-import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -18,43 +15,14 @@ from typing import Callable
 
 from drorch.errors import DrorchError, HostError, SourceError
 from drorch.hosts.base import Host, RunResult
+# the GTID arithmetic and MdbStatus live beside this module; named here as before
+from drorch.runbook.mdbgtid import binlog_distance, gtid_lag, gtid_seq, last_gtid
+from drorch.runbook.mdbstatus import MdbStatus
+
+__all__ = ["MdbNode", "MdbSpec", "MdbStatus", "PROBE_TIMEOUT", "binlog_distance", "gtid_lag", "gtid_seq",
+           "last_gtid"]
 
 PROBE_TIMEOUT = 3
-_GTID = re.compile(r"(\d+)-(\d+)-(\d+)")
-
-
-def gtid_seq(text: str | None) -> int | None:
-    """A GTID position (`0-1-42,1-2-7`) as one number: the highest seq_no of each domain, summed."""
-    if text is None:
-        return None
-    domains: dict[int, int] = {}
-    for domain, _, seq in _GTID.findall(text):
-        domains[int(domain)] = max(domains.get(int(domain), 0), int(seq))
-    return sum(domains.values())
-
-
-def gtid_lag(ahead: str, behind: str) -> int:
-    """Transactions in `ahead` that `behind` lacks (per domain, by seq_no)."""
-    def per_domain(text: str) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for domain, _, seq in _GTID.findall(text or ""):
-            out[int(domain)] = max(out.get(int(domain), 0), int(seq))
-        return out
-    have = per_domain(behind)
-    return sum(max(0, seq - have.get(domain, 0)) for domain, seq in per_domain(ahead).items())
-
-
-def binlog_distance(start: tuple[str, int], end: tuple[str, int], sizes: dict[str, int]) -> int | None:
-    """Bytes of binlog from start (file, pos) to end (file, pos); None when a file size is unknown."""
-    (file_a, pos_a), (file_b, pos_b) = start, end
-    if file_a == file_b:
-        return max(0, pos_b - pos_a)
-    if file_a > file_b:
-        return 0
-    between = [name for name in sorted(sizes) if file_a < name < file_b]
-    if file_a not in sizes:
-        return None
-    return sizes[file_a] - pos_a + sum(sizes[name] for name in between) + pos_b
 
 
 @dataclass
@@ -94,115 +62,6 @@ class MdbSpec:
         fence = shlex.quote(self.fence_path)
         return (f"if [ -f {fence} ]; then o=--defaults-file={fence}; else o=--no-defaults; fi; cd / && "
                 f"setsid nohup {shlex.join(argv[:1])} $o {shlex.join(argv[1:])} >/dev/null 2>&1 </dev/null &")
-
-
-@dataclass
-class MdbStatus:
-    name: str
-    up: bool
-    error: str | None = None
-    read_only: bool | None = None
-    binlog_gtid: str = ""  # gtid_binlog_pos
-    slave_gtid: str = ""  # gtid_slave_pos: what it applied as a replica
-    io_gtid: str = ""  # Gtid_IO_Pos: what it received
-    binlog_file: str | None = None  # SHOW MASTER STATUS
-    binlog_pos: int | None = None
-    replica: dict | None = None  # SHOW SLAVE STATUS, when it is configured as a replica
-
-    @property
-    def role(self) -> str:
-        if not self.up:
-            return "down"
-        return "standby" if self.read_only else "primary"
-
-    @property
-    def head(self) -> int | None:
-        return gtid_seq(self.binlog_gtid) if self.role == "primary" else None
-
-    @property
-    def applied(self) -> int | None:
-        return gtid_seq(self.slave_gtid) if self.replica else None
-
-    @property
-    def received(self) -> int | None:
-        return gtid_seq(self.io_gtid) if self.replica and self.io_gtid else None
-
-    @property
-    def position(self) -> int | None:
-        if self.role == "primary":
-            return self.head
-        known = [p for p in (self.applied, self.received) if p is not None]
-        return max(known) if known else None
-
-    @property
-    def replay_paused(self) -> bool:
-        return bool(self.replica) and self.replica.get("Slave_SQL_Running") != "Yes"
-
-    @property
-    def streaming(self) -> bool:
-        return bool(self.replica) and self.replica.get("Slave_IO_Running") == "Yes"
-
-    @property
-    def upstream(self) -> str | None:
-        if not self.replica:
-            return None
-        return f"{self.replica.get('Master_Host')}:{self.replica.get('Master_Port')}"
-
-    @property
-    def exec_coordinates(self) -> tuple[str, int] | None:
-        """Where in its master's binlog it applied to (Relay_Master_Log_File, Exec_Master_Log_Pos)."""
-        if not self.replica or not self.replica.get("Relay_Master_Log_File"):
-            return None
-        return self.replica["Relay_Master_Log_File"], int(self.replica["Exec_Master_Log_Pos"])
-
-    @property
-    def read_coordinates(self) -> tuple[str, int] | None:
-        if not self.replica or not self.replica.get("Master_Log_File"):
-            return None
-        return self.replica["Master_Log_File"], int(self.replica["Read_Master_Log_Pos"])
-
-    def caught_up_with_received(self) -> bool:
-        return self.exec_coordinates is not None and self.exec_coordinates == self.read_coordinates
-
-    def problem(self) -> str | None:
-        if not self.replica:
-            return None
-        errors = [self.replica.get(k) for k in ("Last_IO_Error", "Last_SQL_Error") if self.replica.get(k)]
-        return "; ".join(errors) or None
-
-    def describe(self) -> str:
-        if not self.up:
-            return f"{self.name}: down ({self.error})"
-        if self.role == "primary":
-            return (f"{self.name}: primary (read_only OFF), GTID {self.binlog_gtid or '-'}, binlog "
-                    f"{self.binlog_file}:{self.binlog_pos}")
-        if not self.replica:
-            return f"{self.name}: read-only, not a replica, GTID {self.binlog_gtid or '-'}"
-        threads = f"IO {self.replica.get('Slave_IO_Running')}, SQL {self.replica.get('Slave_SQL_Running')}"
-        problem = f", error: {self.problem()}" if self.problem() else ""
-        return (f"{self.name}: replica of {self.upstream} ({threads}), applied GTID {self.slave_gtid or '-'}, "
-                f"received {self.io_gtid or '-'}{problem}")
-
-    def as_dict(self) -> dict:
-        out: dict = {"node": self.name, "role": self.role}
-        if self.error:
-            out["error"] = self.error
-        if self.up:
-            out.update(read_only=self.read_only, gtid_binlog_pos=self.binlog_gtid)
-            if self.binlog_file:
-                out["binlog"] = f"{self.binlog_file}:{self.binlog_pos}"
-        if self.replica:
-            out.update(gtid_slave_pos=self.slave_gtid, gtid_io_pos=self.io_gtid, upstream=self.upstream,
-                       io_running=self.replica.get("Slave_IO_Running"),
-                       sql_running=self.replica.get("Slave_SQL_Running"))
-            if self.exec_coordinates:
-                out["exec"] = "%s:%d" % self.exec_coordinates
-        return out
-
-    def seen(self) -> dict:
-        """What the last-seen record keeps of a primary."""
-        return {"gtid": self.binlog_gtid, "file": self.binlog_file, "pos": self.binlog_pos,
-                "position": self.head, "lsn": self.binlog_gtid}
 
 
 class MdbNode:
@@ -372,26 +231,6 @@ class MdbNode:
         return ({"gtid": gtid, "file": last, "pos": sizes.get(last, 0), "sizes": sizes,
                  "position": gtid_seq(gtid), "lsn": gtid},
                 f"the binlog on {self.spec.host}:{directory} ({last}, {sizes.get(last, 0)} bytes)")
-
-
-_GTID_EVENT = re.compile(r"\bGTID (\d+-\d+-\d+)")
-_GTID_LIST = re.compile(r"Gtid list \[([^\]]*)\]")
-
-
-def last_gtid(dump: str) -> str | None:
-    """The position after the last event group of a binlog, from mariadb-binlog's output:
-    the binlog's Gtid list (state at its start) updated with each GTID event, per domain."""
-    state: dict[str, str] = {}
-    for line in dump.splitlines():
-        if match := _GTID_LIST.search(line):
-            for gtid in _GTID.finditer(match.group(1)):
-                state[gtid.group(1)] = gtid.group(0)
-        elif match := _GTID_EVENT.search(line):
-            gtid = match.group(1)
-            state[gtid.split("-")[0]] = gtid
-    if not state:
-        return None
-    return ",".join(state[d] for d in sorted(state, key=int))
 
 
 def _short(exc: Exception) -> str:

@@ -22,7 +22,7 @@ from drorch.policy.types import Duration
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field, tail
 from drorch.runbook.actions.fencing import fence_nodes, preview_fence, refuse_second_primary
 from drorch.runbook.actions.mdb_status import mariadb_cli
-from drorch.runbook.mdbnode import gtid_seq
+from drorch.runbook.mdbgtid import gtid_seq
 from drorch.timefmt import format_duration
 
 WRITERS_SQL = ("SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND USER NOT IN "

@@ -11,7 +11,7 @@ from pydantic import Field
 from drorch.policy.models import Model
 from drorch.runbook.actions.base import Action, Manual, Outcome, node_field
 from drorch.runbook.actions.pg_status import StatusExpect, role_problems
-from drorch.runbook.mdbnode import gtid_lag
+from drorch.runbook.mdbgtid import gtid_lag
 
 STATUS_SQL = ("SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos; SHOW MASTER STATUS; "
               "SHOW SLAVE STATUS\\G")
