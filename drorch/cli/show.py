@@ -51,7 +51,8 @@ def show(policy_path, source: str | None, repository: str | None, label: str, wi
                        ("new/changed/unchanged", f"{stats.get('new_files')}/{stats.get('changed_files')}/"
                                                  f"{stats.get('unchanged_files')}"),
                        ("packs", len(data.get("packs") or [])),
-                       ("verified", verified_text(manifest.verification))]:
+                       ("verified", verified_text(manifest.verification)),
+                       *source_fact_lines(manifest.source_facts)]:
         say(f"{key:>22}: {value}")
     for warning in data.get("warnings") or []:
         say(f"{'warning':>22}: {warning}")
@@ -59,6 +60,25 @@ def show(policy_path, source: str | None, repository: str | None, label: str, wi
         table(["TYPE", "MODE", "OWNER", "SIZE", "MTIME_NS", "PATH"],
               [[e.type, oct(e.mode), f"{e.user or e.uid}:{e.group or e.gid}", e.size, e.mtime_ns,
                 "/" + e.path + (f" -> {e.target}" if e.target else "")] for e in entries])
+
+
+def source_fact_lines(facts: dict) -> list[tuple[str, str]]:
+    """The positions a backup restores to (MariaDB: binlog, GTID; from a replica: the primary's)."""
+    lines = []
+    if facts.get("binlog_file"):
+        gtid = f" (GTID {facts['gtid']})" if facts.get("gtid") else ""
+        lines.append(("binlog position", f"{facts['binlog_file']}:{facts.get('binlog_position')}{gtid}"))
+    if facts.get("backup_from") not in (None, "primary"):
+        of = f" of {facts['replica_of']}" if facts.get("replica_of") else ""
+        lines.append(("taken from", f"{facts['backup_from']}{of}"))
+    primary = [f"GTID {facts['primary_gtid']}"] if facts.get("primary_gtid") else []
+    if facts.get("primary_binlog_file"):
+        primary.append(f"{facts['primary_binlog_file']}:{facts.get('primary_binlog_position')}")
+    if primary:
+        lines.append(("primary position", ", ".join(primary)))
+    elif facts.get("backup_from") == "replica":
+        lines.append(("primary position", "not recorded"))
+    return lines
 
 
 def register(cli: click.Group) -> None:

@@ -18,7 +18,7 @@ from drorch.errors import SourceError
 from drorch.fsmeta import Entry
 from drorch.hosts.base import Host
 from drorch.sources.base import Check, RestoreOptions, SourceEnd, Warn
-from drorch.sources.mariadb_facts import backup_facts
+from drorch.sources.mariadb_facts import backup_facts, parse_vertical, replica_position
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -66,6 +66,7 @@ class MariadbSource:
         self.workdir: str | None = None
         self.process = None
         self.facts: dict = {}
+        self.tool_log = ""  # mariabackup's stderr (--slave-info logs the replica's position there)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -77,11 +78,12 @@ class MariadbSource:
                               f"{detail[-1] if detail else ''}", "see the message above")
         return result.text()
 
-    def sql(self, query: str) -> str:
-        """One query through the `mariadb` client on the database host (tab-separated rows)."""
+    def sql(self, query: str, names: bool = False) -> str:
+        """One query through the `mariadb` client on the database host (tab-separated rows; with
+        names, column names too: a `\\G` query then gives `Key: value` lines)."""
         options = posixpath.join(self._workdir(), "client.cnf")
-        return self.run(["mariadb", f"--defaults-extra-file={options}", "-N", "-B", "-e", query],
-                        f"query {query!r}")
+        return self.run(["mariadb", f"--defaults-extra-file={options}", *([] if names else ["-N"]), "-B",
+                         "-e", query], f"query {query!r}")
 
     def _workdir(self) -> str:
         """A private directory on the database host: option file, mariabackup's scratch."""
@@ -113,10 +115,24 @@ class MariadbSource:
                       "server_id": self.sql("SELECT @@server_id").strip(), "datadir": self.settings.datadir,
                       "backup_from": self.settings.backup_from}
         if self.settings.backup_from == "replica":
-            self.facts["replica_status"] = self.sql("SHOW REPLICA STATUS\\G")[:4000]
+            self.facts.update(self._replica_facts(warn))
         if self.backup_type != "full":
             self.facts["incremental_lsn"] = int(self.parent_facts["to_lsn"])
         return self.facts
+
+    def _replica_facts(self, warn: Warn) -> dict:
+        """backup_from replica: whose replica it is (its position at the backup's point comes from
+        mariabackup --slave-info, in end())."""
+        status = parse_vertical(self.sql("SHOW REPLICA STATUS\\G", names=True))
+        if not status:
+            raise SourceError(f"source {self.name}: backup_from is replica, but the server it connects to is "
+                              "not a replica (SHOW REPLICA STATUS is empty)", "fix `backup_from` or the connection")
+        if status.get("Slave_SQL_Running") != "Yes" or status.get("Slave_IO_Running") != "Yes":
+            warn(f"replication is not running on the replica (IO {status.get('Slave_IO_Running')}, "
+                 f"SQL {status.get('Slave_SQL_Running')}): the backup may be behind its primary")
+        return {"replica_of": f"{status.get('Master_Host')}:{status.get('Master_Port')}",
+                "replica_using_gtid": status.get("Using_Gtid", ""),
+                "replica_lag_seconds": status.get("Seconds_Behind_Master", "")}
 
     def scan(self, warn: Warn) -> list[Entry]:
         return []
@@ -148,6 +164,7 @@ class MariadbSource:
             yield chunk
         result = self.process.wait(timeout=600)
         self.process = None
+        self.tool_log = result.stderr.decode(errors="replace")
         if not result.ok:
             lines = result.stderr.decode(errors="replace").strip().splitlines()
             reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
@@ -163,6 +180,12 @@ class MariadbSource:
         if self.backup_type != "full" and facts["from_lsn"] != self.facts["incremental_lsn"]:
             raise SourceError(f"mariabackup started at LSN {facts['from_lsn']}, not at the parent's "
                               f"{self.facts['incremental_lsn']}")
+        if self.settings.backup_from == "replica":
+            position = replica_position(self.tool_log)
+            if not position:
+                warn("mariabackup logged no replication position (--slave-info): the backup does not say "
+                     "where the replica was in its primary's binlog")
+            facts.update(position)
         return SourceEnd(facts=facts)
 
     def abort(self) -> None:

@@ -44,3 +44,38 @@ def parse_position(text: str) -> tuple[str, int]:
     if not sep or not name or not pos.isdigit():
         raise ValueError(f"{text!r} is not FILE:POS (e.g. binlog.000042:1234)")
     return name, int(pos)
+
+
+def parse_vertical(text: str) -> dict[str, str]:
+    """`SHOW ... \\G` output (`  Key: value` lines) of the first row."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("*****") and out:
+            break
+        key, sep, value = line.strip().partition(": ")
+        if sep or line.strip().endswith(":"):
+            out[key.rstrip(":")] = value.strip()
+    return out
+
+
+_SLAVE_LINE = "MySQL slave binlog position:"
+_SLAVE_GTID = re.compile(r"gtid_slave_pos '(?P<gtid>[^']*)'")
+_SLAVE_FILE = re.compile(r"filename '(?P<file>[^']*)',? position '(?P<pos>\d+)'")
+
+
+def replica_position(tool_log: str) -> dict:
+    """What `mariabackup --slave-info` logged the replica had applied of its primary at the
+    backup's consistency point: the GTID (gtid_slave_pos) and, without GTID replication, the
+    primary's binlog file and position.  Empty when it logged nothing."""
+    line = next((line for line in reversed(tool_log.splitlines()) if _SLAVE_LINE in line), None)
+    if line is None:
+        return {}
+    text = line.split(_SLAVE_LINE, 1)[1].strip()
+    facts: dict = {"replica_position": text[:500]}
+    gtid = _SLAVE_GTID.search(text)
+    if gtid:
+        facts["primary_gtid"] = gtid["gtid"]
+    position = _SLAVE_FILE.search(text)
+    if position and position["file"]:
+        facts.update(primary_binlog_file=position["file"], primary_binlog_position=int(position["pos"]))
+    return facts
