@@ -82,8 +82,8 @@ class MariadbSource:
         """One query through the `mariadb` client on the database host (tab-separated rows; with
         names, column names too: a `\\G` query then gives `Key: value` lines)."""
         options = posixpath.join(self._workdir(), "client.cnf")
-        return self.run(["mariadb", f"--defaults-extra-file={options}", *([] if names else ["-N"]), "-B",
-                         "-e", query], f"query {query!r}")
+        return self.run(["mariadb", f"--defaults-extra-file={options}", "--default-character-set=utf8mb4",
+                         *([] if names else ["-N"]), "-B", "-e", query], f"query {query!r}")
 
     def _workdir(self) -> str:
         """A private directory on the database host: option file, mariabackup's scratch."""

@@ -65,17 +65,30 @@ class SandboxMariadb:
     def sql(self, statements: str, database: str | None = None, timeout: float = 3600) -> list[list[str]]:
         """Rows of the statements' results (batch mode: tab-separated, NULL as NULL),
         run with the mariadb client on the server's host through its private socket."""
-        argv = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-u", "root", "--batch", "--skip-column-names"]
-        if database:
-            argv.append(f"--database={database}")
+        result = self._client(self._client_argv(database), statements.encode(), timeout)
+        return [[_unescape(v) for v in line.split("\t")] for line in result.text().splitlines()]
+
+    def load(self, path: str, database: str, timeout: float) -> None:
+        """A dump file on the server's host into `database`, read by the client as its input: the
+        first failing statement stops it with an error (the client's `source` command only prints
+        errors and exits 0)."""
+        self._client(["sh", "-c", 'exec "$@" < "$0"', path, *self._client_argv(database)], None, timeout)
+
+    def _client_argv(self, database: str | None) -> list[str]:
+        # utf8mb4 whatever the host's locale (a command over SSH has none: latin1, text turned to '?')
+        argv = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-u", "root", "--batch", "--skip-column-names",
+                "--default-character-set=utf8mb4"]
+        return argv + ([f"--database={database}"] if database else [])
+
+    def _client(self, argv: list[str], stdin: bytes | None, timeout: float):
         try:
-            result = self.host.run(argv, stdin=statements.encode(), timeout=timeout)
+            result = self.host.run(argv, stdin=stdin, timeout=timeout)
         except DrorchError as exc:
             raise QueryError(exc.message) from None
         if not result.ok:
             lines = result.stderr.decode(errors="replace").strip().splitlines()
             raise QueryError(lines[-1] if lines else f"the mariadb client exited {result.exit_status}")
-        return [[_unescape(v) for v in line.split("\t")] for line in result.text().splitlines()]
+        return result
 
     def log_tail(self, lines: int = 8) -> str:
         try:
