@@ -63,3 +63,9 @@ def last_gtid(dump: str) -> str | None:
     if not state:
         return None
     return ",".join(state[d] for d in sorted(state, key=int))
+
+
+def holds_transactions(dump: str) -> bool:
+    """Whether mariadb-binlog's output of a binlog shows a GTID event (a transaction), not only
+    the Gtid list a new binlog starts with."""
+    return _GTID_EVENT.search(dump) is not None

@@ -9,6 +9,7 @@ disk later)."""
 from __future__ import annotations
 
 from drorch.runbook.mdbgtid import binlog_distance, gtid_lag
+from drorch.runbook.metrics import objective_met
 from drorch.runbook.model_types import human_size
 
 
@@ -46,5 +47,5 @@ def promotion_loss(facts: dict, promotion: dict, objectives: dict) -> dict:
         out["objective_bytes"] = objectives["rpo_bytes"]
         checks.append(lost_bytes <= objectives["rpo_bytes"])
     if checks:
-        out["met"] = all(checks)
+        out["met"] = objective_met(all(checks), estimate)
     return out

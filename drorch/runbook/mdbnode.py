@@ -16,7 +16,7 @@ from typing import Callable
 from drorch.errors import DrorchError, HostError, SourceError
 from drorch.hosts.base import Host, RunResult
 # the GTID arithmetic and MdbStatus live beside this module; named here as before
-from drorch.runbook.mdbgtid import binlog_distance, gtid_lag, gtid_seq, last_gtid
+from drorch.runbook.mdbgtid import binlog_distance, gtid_lag, gtid_seq, holds_transactions, last_gtid
 from drorch.runbook.mdbstatus import MdbStatus
 
 __all__ = ["MdbNode", "MdbSpec", "MdbStatus", "PROBE_TIMEOUT", "binlog_distance", "gtid_lag", "gtid_seq",
@@ -225,9 +225,12 @@ class MdbNode:
                 sizes[name] = st.st_size
         last = names[-1]
         dump = self.host.run(["mariadb-binlog", "--no-defaults", posixpath.join(directory, last)], timeout=300)
-        gtid = last_gtid(dump.text() if dump.ok else "")
+        text = dump.text() if dump.ok else ""
+        gtid = last_gtid(text)
         if gtid is None:
             return None, f"mariadb-binlog found no GTID in {last}: {dump.stderr.decode(errors='replace')[:300]}"
+        if not holds_transactions(text) and len(names) > 1 and names[-2] in sizes:
+            last = names[-2]  # a restart since opened a binlog holding no transaction: the end is before it
         return ({"gtid": gtid, "file": last, "pos": sizes.get(last, 0), "sizes": sizes,
                  "position": gtid_seq(gtid), "lsn": gtid},
                 f"the binlog on {self.spec.host}:{directory} ({last}, {sizes.get(last, 0)} bytes)")

@@ -60,6 +60,11 @@ def rpo(data: dict) -> dict | None:
     return None
 
 
+def objective_met(within: bool, estimate: bool) -> bool | None:
+    """An estimate is a lower bound: it can show an objective missed, never met (None: not known)."""
+    return None if estimate and within else within
+
+
 def _promotion_loss(facts: dict, promotion: dict, objectives: dict) -> dict:
     switchpoint = parse_lsn(promotion["switchpoint"])
     end = facts.get("old_primary_end") or {}
@@ -82,7 +87,7 @@ def _promotion_loss(facts: dict, promotion: dict, objectives: dict) -> dict:
     out["text"] = f"{human_size(out['bytes'])} of WAL" + (" (estimate, at least)" if out["estimate"] else "")
     if objectives.get("rpo_bytes") is not None:
         out["objective_bytes"] = objectives["rpo_bytes"]
-        out["met"] = out["bytes"] <= objectives["rpo_bytes"]
+        out["met"] = objective_met(out["bytes"] <= objectives["rpo_bytes"], out["estimate"])
     return out
 
 

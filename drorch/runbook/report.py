@@ -92,7 +92,8 @@ def _outcome(doc: Doc, report: dict) -> None:
     else:
         verdict = ""
         if "met" in rpo:
-            verdict = f" — objective: {'met' if rpo['met'] else 'MISSED'}"
+            met = "not known (an estimate)" if rpo["met"] is None else "met" if rpo["met"] else "MISSED"
+            verdict = f" — objective: {met}"
         items.append(f"RPO: {rpo['text']}{verdict} ({rpo['basis']})")
     doc.ul(items)
     marks = rto["milestones"]

@@ -123,6 +123,9 @@ def refresh_rpo(policy, run_id: str, state_dir: Path) -> Journal:
     ctx = RunContext(policy, book, journal)
     node = ctx.node_at(name)
     if node.running():
+        if ctx.engine == "mariadb":
+            raise DrorchError(f"{name} runs: its end of binlog cannot be read while it runs (a restart adds "
+                              "to it)", "stop it, then refresh: its binlog on disk is read")
         raise DrorchError(f"{name} runs: its end of WAL cannot be read while it runs",
                           "stop it (it is fenced with standby.signal), or rejoin it with pg.rewind, which reads "
                           "it first")
