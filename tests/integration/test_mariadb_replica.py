@@ -3,7 +3,9 @@ writes and a GTID replica of it (log_slave_updates).  A full and an incr are
 taken from the replica (mariabackup --slave-info --safe-slave-backup), each
 restored into a fresh datadir and started: its rows are exactly the primary's
 at the GTID the backup records, and a server made from it replicates from the
-primary from there; the replica's own archived binlogs replay to a GTID."""
+primary from there; the replica's own archived binlogs replay to a GTID.
+Without GTID replication the primary's binlog file and position are recorded
+and a copy replicating from them ends equal to the primary."""
 
 from __future__ import annotations
 
@@ -188,3 +190,35 @@ def test_point_in_time_from_the_replicas_archived_binlogs(env, drorch):
     assert [r[0] for r in restored.sql("SELECT note FROM shop.marks ORDER BY id")] == ["first"]
     assert rows(restored) == rows(env.primary)  # the writer's rows came through the replay too
     restored.kill()
+
+
+def test_without_gtid_replication_the_primarys_binlog_coordinates_are_recorded(env, drorch):
+    env.replica.sql("STOP SLAVE")
+    env.replica.sql("CHANGE MASTER TO MASTER_USE_GTID=no")
+    env.replica.sql("START SLAVE")
+    try:
+        with Writer(env.primary):
+            result = drorch("backup", "--policy", env.policy, "--source", SOURCE, "--type", "full", "--json")
+        assert result.code == 0, result.err
+        env.caught_up(env.replica)
+        label = result.json()["label"]
+        facts = drorch("show", "--policy", env.policy, "--source", SOURCE, "--backup", label,
+                       "--json").json()["manifest"]["source_facts"]
+        assert facts["replica_using_gtid"] == "No" and facts["primary_binlog_position"] > 0, facts
+        assert facts["primary_binlog_file"] in {row[0] for row in env.primary.sql("SHOW BINARY LOGS")}
+        target = env.base / "restored-file-position"
+        result = drorch("restore", "--policy", env.policy, "--source", SOURCE, "--backup", label, "--target", target)
+        assert result.code == 0, result.err
+        restored = env.extra(target.name).start("--server-id=5")
+        # replicating from the recorded coordinates gives the primary's rows: nothing skipped, nothing twice
+        restored.sql(f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={env.primary.port}, MASTER_USER='repl', "
+                     f"MASTER_PASSWORD='rpw', MASTER_LOG_FILE='{facts['primary_binlog_file']}', "
+                     f"MASTER_LOG_POS={facts['primary_binlog_position']}")
+        restored.sql("START SLAVE")
+        env.caught_up(restored)
+        assert rows(restored) == rows(env.primary)
+        restored.kill()
+    finally:
+        env.replica.sql("STOP SLAVE")
+        env.replica.sql("CHANGE MASTER TO MASTER_USE_GTID=slave_pos")
+        env.replica.sql("START SLAVE")
