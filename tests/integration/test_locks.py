@@ -21,6 +21,17 @@ def _wait_for(predicate, timeout=30.0):
     return False
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as handle:
+                states.append(handle.read().rsplit(b")", 1)[1].split()[0])
+        except OSError:
+            continue  # a thread that ended
+    return all(state in (b"T", b"t") for state in states)
+
+
 def test_expire_and_second_backup_refused_while_a_backup_runs(files_setup, drorch, tmp_path):
     data, repo, policy = files_setup
     (data / "first.txt").write_text("first\n")
@@ -35,6 +46,8 @@ def test_expire_and_second_backup_refused_while_a_backup_runs(files_setup, drorc
         first_label = next(repo.glob("manifests/files1/*")).name
         assert _wait_for(lambda: any(p.parent.name != first_label for p in packs()))
         os.kill(proc.pid, signal.SIGSTOP)  # frozen mid-copy, holding the lock
+        # every thread stopped: one inside a system call (creating a pack) stops only when it returns
+        assert _wait_for(lambda: _all_threads_stopped(proc.pid))
         running = [p for p in repo.glob("runs/files1/*")]
         assert len(running) == 1 and not (repo / "manifests/files1" / running[0].name).exists()
         objects_before = sorted(repo.rglob("*"))
