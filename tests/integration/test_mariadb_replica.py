@@ -31,7 +31,11 @@ class Env:
         self.base = shared_tmpdir("drorch-mdb-replica-")
         self.primary = Server(self.base, "primary").init().start("--server-id=1")
         self.servers = [self.primary]
-        self.replica = self.extra("replica").init().start("--server-id=2", "--log-slave-updates")
+        try:
+            self.replica = self.extra("replica").init().start("--server-id=2", "--log-slave-updates")
+        except BaseException:
+            self.close()  # the primary is not left running
+            raise
         self.repo = self.base / "repo"
         self.policy = self.base / "policy.yaml"
         self.policy.write_text(f"""\

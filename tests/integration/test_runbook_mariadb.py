@@ -32,6 +32,13 @@ class Topology:
         self.base = shared_tmpdir("drorch-rb-mdb-")
         self.db1, self.db2 = Server(self.base, "db1"), Server(self.base, "db2")
         self.state, self.repo = self.base / "state", self.base / "repo"
+        try:
+            self._build()
+        except BaseException:
+            self.close()  # a server started before the failure is stopped, not left running
+            raise
+
+    def _build(self) -> None:
         for server, sid in ((self.db1, 1), (self.db2, 2)):
             server.init().start(f"--server-id={sid}", "--log-slave-updates")
         self.db1.sql("CREATE USER drorch@'127.0.0.1' IDENTIFIED BY 'dpw'")
