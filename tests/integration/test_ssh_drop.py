@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests import treegen
-from tests.sshd import SessionKiller, Tripwire, make_setup, scratch_dir, write_remote_policy
+from tests.sshd import Tripwire, make_setup, scratch_dir, write_remote_policy
 
 MiB = 1 << 20
 
@@ -87,16 +87,14 @@ def test_a_host_that_stops_answering_mid_walk_is_given_up_on_and_the_walk_repeat
     _restores_exactly(drorch, policy, result.json()["label"], treegen.snapshot(data), data, tmp_path / "r")
 
 
-def test_backup_that_keeps_losing_the_connection_fails_cleanly(sshd, drorch, tmp_path):
+def test_backup_that_keeps_losing_the_connection_fails_cleanly(sshd, tripwire, drorch, tmp_path):
     data, policy = _setup(tmp_path, sshd)
     first = drorch("backup", "--policy", policy, "--type", "full", "--json")
     assert first.code == 0, first.err
     snap = treegen.snapshot(data)
     treegen.mutate(data, 32)
     (data / "large.bin").write_bytes(os.urandom(48 * MiB))
-    # relentless: from the first kill on, every connection (a 4 MiB read of large.bin
-    # takes ≈ 10 ms now, too short to be caught again and again by name)
-    with SessionKiller(sshd.server, b"large.bin", times=100, relentless=True) as killer:
+    with tripwire[1].arm(sshd.server, "dd", "large.bin", times=1000) as killer:  # every read of it
         result = drorch("backup", "--policy", policy, "--type", "incr")
     assert killer.kills >= 3
     assert result.code == 1, result.err
@@ -121,11 +119,11 @@ def test_restore_onto_the_remote_cut_mid_write_is_repeated_and_exact(sshd, tripw
     assert list(target.rglob(".drorch-*")) == []  # no temporary left behind
 
 
-def test_restore_that_keeps_losing_the_connection_leaves_no_half_file(sshd, drorch, tmp_path):
+def test_restore_that_keeps_losing_the_connection_leaves_no_half_file(sshd, tripwire, drorch, tmp_path):
     data, policy = _setup(tmp_path, sshd)
     assert drorch("backup", "--policy", policy, "--type", "full").code == 0
     target = tmp_path / "there"
-    with SessionKiller(sshd.server, b".drorch-", times=10_000, relentless=True) as killer:
+    with tripwire[1].arm(sshd.server, "dd", ".drorch-", times=10_000) as killer:  # every temporary file
         restored = drorch("restore", "--policy", policy, "--target", target, "--target-host", "remote")
     assert killer.kills >= 3
     assert restored.code == 1, restored.err
