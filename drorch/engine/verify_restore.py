@@ -154,7 +154,14 @@ def _make_sandbox(host: Host, base: str, manifest: Manifest) -> str:
 
 def _remove(host: Host, path: str, outcome: RestoreOutcome) -> None:
     started = time.monotonic()
-    for attempt in range(REMOVE_TRIES):  # a killed server's last writes may still land while it goes
+    gone, detail = _remove_tries(host, path)
+    outcome.phases["cleanup"] = time.monotonic() - started
+    outcome.checks.append(Check("cleanup", "passed" if gone else "failed", detail, outcome.phases["cleanup"]))
+
+
+def _remove_tries(host: Host, path: str) -> tuple[bool, str]:
+    """(removed, what happened): a killed server's last writes may still land while it goes."""
+    for attempt in range(REMOVE_TRIES):
         try:
             host.remove(path)
             gone = host.lstat(path) is None
@@ -164,8 +171,7 @@ def _remove(host: Host, path: str, outcome: RestoreOutcome) -> None:
         if gone:
             break
         time.sleep(0.5 * (attempt + 1))
-    outcome.phases["cleanup"] = time.monotonic() - started
-    outcome.checks.append(Check("cleanup", "passed" if gone else "failed", detail, outcome.phases["cleanup"]))
+    return gone, detail
 
 
 def sweep_leftovers(host: Host, base: str) -> list[str]:
@@ -185,10 +191,9 @@ def sweep_leftovers(host: Host, base: str) -> list[str]:
         if owner.get("host") != socket.gethostname() or holder_alive(owner):
             continue
         kill_left_server(host, path)
-        try:
-            host.remove(path)
-        except OSError as exc:  # never fail this verification for an old one's leftovers
-            log.warning("could not remove sandbox %s left by a verification that is gone: %s", path, exc)
+        gone, detail = _remove_tries(host, path)
+        if not gone:  # never fail this verification for an old one's leftovers
+            log.warning("sandbox left by a verification that is gone: %s", detail)
             continue
         removed.append(path)
         log.warning("removed sandbox %s left by verification pid %s (%s %s), which is gone", path,

@@ -138,12 +138,17 @@ def kill_left_server(host: Host, path: str) -> None:
         words = host.read(posixpath.join(path, SERVER_PID)).decode().split()
         pid, user = int(words[0]), (words[1] if len(words) > 1 else None)
     except (OSError, DrorchError, ValueError, IndexError):
-        return
+        pid, user = None, None  # killed between starting the server and noting it: find it by its path
     try:
-        rows = _running(processes(host), pid=pid)
-        if rows and path in rows[0][3]:
-            signal_group(host, pid, user)
-            wait_group_gone(host, pid)
+        rows = processes(host)
+        if pid is not None:
+            found = _running(rows, pid=pid)
+            groups = [pid] if found and path in found[0][3] else []
+        else:  # session leaders (setsid) running from this sandbox
+            groups = sorted({row[1] for row in _running(rows) if row[0] == row[1] and path + "/" in row[3]})
+        for group in groups:
+            signal_group(host, group, user)
+            wait_group_gone(host, group)
     except DrorchError as exc:
         log.warning("could not stop the server (pid %s) left in %s on host %s: %s", pid, path, host.name,
                     exc.message)
